@@ -1,0 +1,74 @@
+"""``reset``: put an entry back to a request so the next ``process`` run does it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from provbackup import state
+from provbackup.actions.common import find_entries
+from provbackup.config import Config
+from provbackup.directory import connect
+from provbackup.entry import Request, read_request
+from provbackup.errors import EntriesFailedError, LockHeldError, UsageError
+from provbackup.lock import holder_pid, lock_is_held
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ResetResult:
+    """The entry's provisioning attributes before and after the reset."""
+
+    dn: str
+    before: Request
+    after: Request
+
+
+def reset(
+    config: Config,
+    *,
+    dn: str | None = None,
+    uid: str | None = None,
+    mode: str | None = None,
+    force: bool = False,
+) -> ResetResult:
+    """Reset one entry to request ``mode`` (default: the verb of its mode), state 0, date 0.
+
+    Refuses while a ``process`` run holds the lock unless ``force``.
+    Returns the before/after view. Raises LockHeldError (75), UsageError
+    (2: ambiguous uid, no mode to derive), NotFoundError (1),
+    EntriesFailedError (1) when the entry changed concurrently.
+    """
+    if mode is not None and mode not in state.REQUEST_MODES:
+        raise UsageError(f"--mode must be one of {', '.join(state.REQUEST_MODES)}")
+    if not force and lock_is_held(config.run.lock_file):
+        pid = holder_pid(config.run.lock_file)
+        holder = f" (PID {pid})" if pid else ""
+        raise LockHeldError(
+            f"a process run holds the lock {config.run.lock_file}{holder}; "
+            "not resetting (use --force to reset anyway)"
+        )
+    with connect(config.ldap) as directory:
+        entries = find_entries(directory, config, dn=dn, uid=uid)
+        if len(entries) > 1:
+            names = ", ".join(entry.dn for entry in entries)
+            raise UsageError(f"uid {uid!r} matches {len(entries)} entries ({names}); use --dn")
+        entry = entries[0]
+        before = read_request(entry, config.ldap.date_attribute)
+        new_mode = mode or state.default_reset_mode(before.mode)
+        if new_mode is None:
+            raise UsageError(
+                f"{entry.dn}: sstProvisioningMode {before.mode!r} is not a known mode; "
+                "give --mode add|modify|delete"
+            )
+        result = directory.modify(entry.dn, state.reset_changes(before, new_mode))
+        if not result.ok:
+            raise EntriesFailedError(
+                f"{entry.dn}: reset refused: {result.message}"
+                + (" (the entry changed meanwhile; look again)" if result.conflict else "")
+            )
+        log.info("%s: reset from %s to %s", entry.dn, before.mode, new_mode)
+        after_entry = directory.read(entry.dn)
+    after = read_request(after_entry, config.ldap.date_attribute) if after_entry else before
+    return ResetResult(entry.dn, before, after)

@@ -1,0 +1,65 @@
+"""``scan``: list every entry needing attention, read-only."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from provbackup import state
+from provbackup.actions.common import Clock, local_today, utc_now
+from provbackup.config import Config
+from provbackup.directory import attention_filter, connect
+from provbackup.entry import Request, read_request
+from provbackup.lock import lock_is_held
+
+
+@dataclass(frozen=True)
+class ScanRow:
+    """One entry needing attention and how it stands."""
+
+    uid: str | None
+    mode: str | None
+    date: str
+    status: state.Status
+    return_value: int | None
+    dn: str
+    problem: str | None
+
+    def as_dict(self) -> dict:
+        """The row as JSON-ready values."""
+        return {
+            "uid": self.uid,
+            "mode": self.mode,
+            "date": self.date,
+            "status": str(self.status),
+            "return_value": self.return_value,
+            "dn": self.dn,
+            "problem": self.problem,
+        }
+
+
+def row_of(request: Request, status: state.Status) -> ScanRow:
+    """Build the row shown for ``request``."""
+    return ScanRow(
+        uid=request.uid,
+        mode=request.mode,
+        date=request.date.strftime("%Y%m%d") if request.date else "0",
+        status=status,
+        return_value=request.return_value,
+        dn=request.dn,
+        problem=request.problem,
+    )
+
+
+def scan(config: Config, *, clock: Clock = utc_now) -> Iterator[ScanRow]:
+    """Yield a row for every entry in state 0, streamed page by page.
+
+    Takes the configuration and the clock. Raises LdapUnavailableError
+    when the directory cannot be reached (also midway through the listing).
+    """
+    today = local_today(clock)
+    run_active = lock_is_held(config.run.lock_file)
+    with connect(config.ldap) as directory:
+        for entry in directory.search(attention_filter(config.ldap.filter)):
+            request = read_request(entry, config.ldap.date_attribute)
+            yield row_of(request, state.classify(request, today, run_active))

@@ -1,0 +1,75 @@
+"""``show``: one account's provisioning attributes and what is on the server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from provbackup import plan as planning
+from provbackup import state
+from provbackup.actions.common import Clock, find_entries, local_today, utc_now
+from provbackup.config import Config
+from provbackup.directory import connect
+from provbackup.entry import LdapEntry, read_request
+from provbackup.errors import EntryError
+from provbackup.lock import lock_is_held
+
+
+@dataclass(frozen=True)
+class AccountView:
+    """What ``show`` reports about one entry."""
+
+    dn: str
+    provisioning: dict[str, Any]
+    server: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The view as JSON-ready values."""
+        return {"dn": self.dn, "provisioning": self.provisioning, "server": self.server}
+
+
+def show(
+    config: Config, *, uid: str | None = None, dn: str | None = None, clock: Clock = utc_now
+) -> list[AccountView]:
+    """Describe the entries named by ``uid`` or ``dn``.
+
+    Returns one :class:`AccountView` per matching entry. Raises
+    NotFoundError (exit 1) when there is none, UsageError for a DN outside
+    the base, LdapUnavailableError.
+    """
+    run_active = lock_is_held(config.run.lock_file)
+    with connect(config.ldap) as directory:
+        entries = find_entries(directory, config, dn=dn, uid=uid)
+    today = local_today(clock)
+    return [_view(entry, config, today, run_active) for entry in entries]
+
+
+def _view(entry: LdapEntry, config: Config, today, run_active: bool) -> AccountView:
+    request = read_request(entry, config.ldap.date_attribute)
+    status = state.classify(request, today, run_active)
+    provisioning: dict[str, Any] = {
+        "uid": request.uid,
+        "status": str(status),
+        "mode": request.mode,
+        "state": request.state,
+        "date attribute": request.date_attribute,
+        "date": request.date.strftime("%Y%m%d") if request.date else "0",
+        "return value": request.return_value,
+        "uidNumber": _one(entry, "uidNumber"),
+        "gidNumber": _one(entry, "gidNumber"),
+        "homeDirectory": _one(entry, "homeDirectory"),
+        "sstQuota": _one(entry, "sstQuota"),
+        "sstIsActive": _one(entry, "sstIsActive"),
+    }
+    if request.problem:
+        provisioning["problem"] = request.problem
+    try:
+        server = planning.inspect(entry, config)
+    except EntryError as error:
+        server = {"error": str(error)}
+    return AccountView(entry.dn, provisioning, server)
+
+
+def _one(entry: LdapEntry, name: str) -> str | None:
+    values = entry.values(name)
+    return ", ".join(values) if values else None

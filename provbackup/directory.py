@@ -1,0 +1,329 @@
+"""Talk to the LDAP directory: connect with failover, search page by page, modify.
+
+This is the only module that imports ldap3. Every search is logged at
+debug level as the equivalent ``ldapsearch`` command line (the password
+shown as a placeholder), so an operator can replay it by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import ssl
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import ldap3
+from ldap3.core import exceptions as ldap_exceptions
+from ldap3.utils.conv import escape_filter_chars
+from ldap3.utils.dn import parse_dn
+
+from provbackup.config import LdapConfig
+from provbackup.entry import MODE, READ_ATTRIBUTES, STATE, LdapEntry
+from provbackup.errors import LdapUnavailableError, UsageError
+from provbackup.state import ADD, DELETE, IN_PROGRESS, REPLACE, Changes
+
+log = logging.getLogger(__name__)
+
+INVALID_CREDENTIALS = 49
+NO_SUCH_OBJECT = 32
+NO_SUCH_ATTRIBUTE = 16
+_OPERATIONS = {
+    ADD: ldap3.MODIFY_ADD,
+    DELETE: ldap3.MODIFY_DELETE,
+    REPLACE: ldap3.MODIFY_REPLACE,
+}
+
+
+def escape(value: str) -> str:
+    """Escape ``value`` for use inside an LDAP filter (RFC 4515)."""
+    return escape_filter_chars(value)
+
+
+def request_filter(user_filter: str | None) -> str:
+    """The filter of entries ``process`` may work on: state 0, not in progress.
+
+    Date and mode are checked by the client: the stoney schema gives
+    sstProvisioningExecutionDate no ORDERING rule, so the server cannot
+    compare dates.
+    """
+    in_progress = "".join(f"({MODE}={mode})" for mode in IN_PROGRESS.values())
+    return f"(&({STATE}=0)(!(|{in_progress})){user_filter or ''})"
+
+
+def attention_filter(user_filter: str | None) -> str:
+    """The filter of every entry needing attention: all entries in state 0."""
+    return f"(&({STATE}=0){user_filter or ''})"
+
+
+def account_filter(user_filter: str | None, uid: str | None = None) -> str:
+    """The filter of provisioned accounts, optionally one ``uid`` (escaped here)."""
+    uid_part = f"(uid={escape(uid)})" if uid is not None else ""
+    return f"(&({MODE}=*){uid_part}{user_filter or ''})"
+
+
+def normalized_dn(dn: str) -> tuple[tuple[str, str], ...]:
+    """Return ``dn`` as comparable (attribute, value) pairs, lower-cased.
+
+    Raises UsageError when ``dn`` is not a valid DN.
+    """
+    try:
+        return tuple(
+            (attribute.lower(), " ".join(value.lower().split()))
+            for attribute, value, _ in parse_dn(dn, escape=False, strip=True)
+        )
+    except Exception:
+        raise UsageError(f"not a valid DN: {dn!r}") from None
+
+
+def is_below(dn: str, base_dn: str) -> bool:
+    """Tell whether ``dn`` is ``base_dn`` or lies below it."""
+    child, base = normalized_dn(dn), normalized_dn(base_dn)
+    return len(child) >= len(base) and child[len(child) - len(base) :] == base
+
+
+@dataclass
+class ModifyResult:
+    """What the server answered to a modify: ``ok`` or the result code and message."""
+
+    ok: bool
+    code: int
+    message: str
+
+    @property
+    def conflict(self) -> bool:
+        """True when the entry changed (or vanished) since it was read."""
+        return self.code in (NO_SUCH_ATTRIBUTE, NO_SUCH_OBJECT)
+
+
+class Directory:
+    """A bound connection to one of the configured servers.
+
+    Counts searches, returned entries and modifies so a run can report the
+    cost it put on the server.
+    """
+
+    def __init__(self, config: LdapConfig, connection: ldap3.Connection, uri: str) -> None:
+        self.config = config
+        self.connection = connection
+        self.uri = uri
+        self.searches = 0
+        self.entries_returned = 0
+        self.modifies = 0
+
+    def close(self) -> None:
+        """Unbind; errors on a dead connection are ignored."""
+        try:
+            self.connection.unbind()
+        except Exception:  # the connection may be gone already
+            log.debug("unbind failed", exc_info=True)
+
+    def __enter__(self) -> Directory:
+        return self
+
+    def __exit__(self, *exception: object) -> None:
+        self.close()
+
+    def search(
+        self,
+        search_filter: str,
+        *,
+        base: str | None = None,
+        scope: str = "sub",
+        attributes: tuple[str, ...] = READ_ATTRIBUTES,
+    ) -> Iterator[LdapEntry]:
+        """Yield the entries matching ``search_filter``, fetched page by page.
+
+        ``base`` defaults to the configured base DN; ``scope`` is ``sub`` or
+        ``base``. Raises LdapUnavailableError when the server goes away and
+        ProvbackupError-derived errors for a refused search.
+        """
+        base = base or self.config.base_dn
+        self.searches += 1
+        log.debug("%s", self._ldapsearch_line(search_filter, base, scope, attributes))
+        ldap_scope = ldap3.BASE if scope == "base" else ldap3.SUBTREE
+        try:
+            results = self.connection.extend.standard.paged_search(
+                search_base=base,
+                search_filter=search_filter,
+                search_scope=ldap_scope,
+                dereference_aliases=ldap3.DEREF_NEVER,
+                attributes=list(attributes),
+                paged_size=self.config.page_size,
+                generator=True,
+            )
+            for result in results:
+                if result.get("type") != "searchResEntry":
+                    continue
+                self.entries_returned += 1
+                yield LdapEntry.from_values(
+                    result["dn"],
+                    {
+                        name: [value.decode("utf-8", "replace") for value in values]
+                        for name, values in result["raw_attributes"].items()
+                    },
+                )
+        except ldap_exceptions.LDAPNoSuchObjectResult:
+            return
+        except ldap_exceptions.LDAPOperationResult as error:
+            if error.result == NO_SUCH_OBJECT:
+                return
+            raise LdapUnavailableError(
+                f"LDAP search under {base!r} failed: {error.description} ({error.message})"
+            ) from None
+        except ldap_exceptions.LDAPException as error:
+            raise LdapUnavailableError(
+                f"LDAP server {self.uri} failed during a search: {error}"
+            ) from None
+        self._check_search_result(base)
+
+    def _check_search_result(self, base: str) -> None:
+        result = self.connection.result or {}
+        code = result.get("result", 0)
+        if code not in (0, NO_SUCH_OBJECT):
+            raise LdapUnavailableError(
+                f"LDAP search under {base!r} failed: {result.get('description')} "
+                f"({result.get('message')})"
+            )
+
+    def read(self, dn: str) -> LdapEntry | None:
+        """Return the entry at ``dn`` (base search), or None when it does not exist."""
+        for entry in self.search("(objectClass=*)", base=dn, scope="base"):
+            return entry
+        return None
+
+    def modify(self, dn: str, changes: Changes) -> ModifyResult:
+        """Send one modify request with ``changes``; returns the server's answer.
+
+        Raises LdapUnavailableError when the connection is lost; a refused
+        modify is returned, not raised, since the caller decides what a
+        conflict means.
+        """
+        self.modifies += 1
+        ldap_changes = {
+            attribute: [(_OPERATIONS[operation], values) for operation, values in operations]
+            for attribute, operations in changes.items()
+        }
+        try:
+            self.connection.modify(dn, ldap_changes)
+        except ldap_exceptions.LDAPException as error:
+            raise LdapUnavailableError(
+                f"LDAP server {self.uri} failed during a modify of {dn!r}: {error}"
+            ) from None
+        result = self.connection.result or {}
+        code = int(result.get("result", 0))
+        message = str(result.get("description", "")) + (
+            f" ({result['message']})" if result.get("message") else ""
+        )
+        if code != 0:
+            log.debug("modify of %s refused: %s", dn, message)
+        return ModifyResult(ok=code == 0, code=code, message=message)
+
+    def _ldapsearch_line(
+        self, search_filter: str, base: str, scope: str, attributes: tuple[str, ...]
+    ) -> str:
+        words = ["ldapsearch", "-LLL", "-H", self.uri, "-x"]
+        if self.config.start_tls and self.uri.lower().startswith("ldap://"):
+            words.append("-ZZ")
+        if self.config.bind_dn:
+            words += ["-D", self.config.bind_dn, "-W"]
+        words += ["-b", base, "-s", scope, "-a", "never"]
+        if scope != "base":
+            words += ["-E", f"pr={self.config.page_size}/noprompt"]
+        words.append(search_filter)
+        words += attributes
+        return "equivalent: " + " ".join(shlex.quote(word) for word in words)
+
+
+def connect(config: LdapConfig) -> Directory:
+    """Connect and bind to the first configured server that answers.
+
+    Tries every URI in order, ``attempts`` rounds in all, sleeping
+    ``retry_delay`` seconds between rounds. Returns a bound
+    :class:`Directory`. Raises LdapUnavailableError when every attempt
+    failed or the server refused the credentials (not retried: a wrong
+    password does not get better, and retries could lock the account).
+    """
+    last_error = "no LDAP URI configured"
+    for attempt in range(1, config.attempts + 1):
+        for uri in config.uris:
+            try:
+                connection = _open(config, uri)
+            except _BindRefused as error:
+                raise LdapUnavailableError(str(error)) from None
+            except _ConnectFailed as error:
+                last_error = str(error)
+                log.warning("LDAP attempt %d/%d: %s", attempt, config.attempts, last_error)
+                continue
+            log.debug("bound to %s as %s", uri, config.bind_dn or "anonymous")
+            return Directory(config, connection, uri)
+        if attempt < config.attempts and config.retry_delay:
+            time.sleep(config.retry_delay)
+    raise LdapUnavailableError(
+        f"LDAP unavailable after {config.attempts} attempt(s) on "
+        f"{', '.join(config.uris)}: {last_error}"
+    )
+
+
+class _ConnectFailed(Exception):
+    pass
+
+
+class _BindRefused(Exception):
+    pass
+
+
+def _open(config: LdapConfig, uri: str) -> ldap3.Connection:
+    scheme = uri.split("://", 1)[0].lower()
+    tls = ldap3.Tls(
+        validate=ssl.CERT_REQUIRED,
+        version=ssl.PROTOCOL_TLS_CLIENT,
+        ca_certs_file=str(config.ca_file) if config.ca_file else None,
+    )
+    try:
+        server = ldap3.Server(
+            uri,
+            use_ssl=scheme == "ldaps",
+            tls=tls,
+            get_info=ldap3.NONE,
+            connect_timeout=config.timeout,
+        )
+        connection = ldap3.Connection(
+            server,
+            user=config.bind_dn,
+            password=config.bind_password,
+            auto_bind=ldap3.AUTO_BIND_NONE,
+            raise_exceptions=False,
+            receive_timeout=config.timeout,
+            auto_escape=False,
+            return_empty_attributes=False,
+            read_only=False,
+        )
+        connection.open()
+        if config.start_tls and scheme == "ldap" and not connection.start_tls():
+            raise _ConnectFailed(f"{uri}: StartTLS refused: {connection.result}")
+    except _ConnectFailed:
+        raise
+    except (ldap_exceptions.LDAPException, OSError, ssl.SSLError) as error:
+        raise _ConnectFailed(f"{uri}: {_describe(error)}") from None
+    try:
+        bound = connection.bind()
+    except (ldap_exceptions.LDAPException, OSError) as error:
+        raise _ConnectFailed(f"{uri}: bind failed: {_describe(error)}") from None
+    if not bound:
+        result = connection.result or {}
+        code = result.get("result")
+        if code == INVALID_CREDENTIALS:
+            raise _BindRefused(
+                f"LDAP server {uri} refused the bind as {config.bind_dn!r}: invalid credentials"
+            )
+        raise _ConnectFailed(f"{uri}: bind refused: {result.get('description')}")
+    return connection
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error)
+    if "certificate verify failed" in text or "CERTIFICATE_VERIFY_FAILED" in text:
+        return "TLS certificate verification failed (check [ldap] ca_file): " + text
+    return text or type(error).__name__

@@ -1,0 +1,80 @@
+"""Configure logging once, at the entry point: stderr, and syslog when configured."""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import os
+import sys
+
+TAG = "provbackup"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log shippers (``--log-json``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        document = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in ("dn", "uid", "action", "outcome"):
+            if hasattr(record, key):
+                document[key] = getattr(record, key)
+        if record.exc_info:
+            document["exception"] = self.formatException(record.exc_info)
+        return json.dumps(document, sort_keys=True)
+
+
+def setup_logging(verbosity: int, *, json_lines: bool = False) -> None:
+    """Send logs to stderr at a level set by ``-v``/``-q``.
+
+    ``verbosity`` is 0 for warnings and the summary (info), each ``-v``
+    adds detail, each ``-q`` removes it. Safe to call again (tests do).
+    """
+    level = {-2: logging.ERROR, -1: logging.WARNING, 0: logging.INFO}.get(
+        verbosity, logging.DEBUG if verbosity > 0 else logging.CRITICAL
+    )
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_provbackup", False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler._provbackup = True  # type: ignore[attr-defined]
+    if json_lines:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    handler.setLevel(level)
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbosity > 0 else logging.INFO)
+    # ldap3 logs nothing unless asked; keep third-party chatter out at -v.
+    logging.getLogger("filelock").setLevel(logging.WARNING)
+
+
+def add_syslog(facility: str, level: str = "info") -> None:
+    """Also log to the local syslog socket with the tool's name as tag.
+
+    A missing syslog socket (a container, a test machine) is reported on
+    stderr once and otherwise ignored.
+    """
+    address = "/dev/log" if os.path.exists("/dev/log") else None
+    if address is None:
+        logging.getLogger(__name__).warning("syslog requested but /dev/log does not exist")
+        return
+    try:
+        handler = logging.handlers.SysLogHandler(
+            address=address,
+            facility=logging.handlers.SysLogHandler.facility_names[facility],
+        )
+    except OSError as error:
+        logging.getLogger(__name__).warning("cannot open syslog: %s", error)
+        return
+    handler._provbackup = True  # type: ignore[attr-defined]
+    handler.ident = f"{TAG}[{os.getpid()}]: "
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    handler.setLevel(getattr(logging, level.upper()))
+    logging.getLogger().addHandler(handler)

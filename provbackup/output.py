@@ -1,0 +1,93 @@
+"""Human output on stdout: tables (tabulate), one line per processed entry, JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
+
+from provbackup.entry import Request
+
+
+def _tabulate(rows: list[list[Any]], headers: list[str]) -> str:
+    from tabulate import tabulate
+
+    return tabulate(rows, headers=headers, tablefmt="simple", missingval="-")
+
+
+def outcome_line(outcome: Any) -> str:
+    """One line for a processed entry: outcome, action, uid, DN, and why if not done."""
+    line = f"{outcome.outcome:<8} {outcome.action or '-':<7} {outcome.uid or '-':<12} {outcome.dn}"
+    if outcome.outcome in ("failed", "skipped") and outcome.message:
+        line += f": {outcome.message}"
+    elif outcome.outcome == "would" and outcome.message:
+        line += "\n" + "\n".join(f"    {part}" for part in outcome.message.split("; "))
+    return line
+
+
+SCAN_HEADERS = ["uid", "mode", "date", "status", "dn"]
+
+
+def scan_table(rows: Iterable[Any]) -> str:
+    """The scan listing as a table; an empty listing says so."""
+    table = []
+    for row in rows:
+        status = str(row.status)
+        if row.status == "failed" and row.return_value is not None:
+            status += f" ({row.return_value})"
+        if row.problem:
+            status += f": {row.problem}"
+        table.append([row.uid, row.mode, row.date, status, row.dn])
+    if not table:
+        return "no entries need attention"
+    return _tabulate(table, SCAN_HEADERS)
+
+
+def write_json_array(items: Iterator[dict[str, Any]], stream: IO[str]) -> int:
+    """Write ``items`` as one JSON array, element by element (nothing held in memory).
+
+    Returns how many items were written.
+    """
+    count = 0
+    stream.write("[")
+    for item in items:
+        stream.write(",\n  " if count else "\n  ")
+        stream.write(json.dumps(item, sort_keys=True))
+        count += 1
+    stream.write("\n]\n" if count else "]\n")
+    return count
+
+
+def show_table(view: Any) -> str:
+    """One account: provisioning attributes, then the server side."""
+    provisioning = _tabulate([[key, value] for key, value in view.provisioning.items()], [])
+    server = _tabulate([[key, _plain(value)] for key, value in view.server.items()], [])
+    return f"{view.dn}\n\nprovisioning\n{provisioning}\n\nserver\n{server}"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(item) for item in value) or "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{key}={item}" for key, item in value.items())
+    return value
+
+
+def reset_table(dn: str, before: Request, after: Request) -> str:
+    """The entry's provisioning attributes before and after a reset."""
+
+    def values(request: Request) -> list[Any]:
+        return [
+            request.mode,
+            request.state,
+            request.date.strftime("%Y%m%d") if request.date else "0",
+            request.return_value,
+        ]
+
+    names = ["sstProvisioningMode", "sstProvisioningState", before.date_attribute or "date",
+             "sstProvisioningReturnValue"]  # fmt: skip
+    rows = [
+        [name, old, new]
+        for name, old, new in zip(names, values(before), values(after), strict=True)
+    ]
+    return f"{dn}\n" + _tabulate(rows, ["attribute", "before", "after"])

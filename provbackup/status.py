@@ -1,0 +1,56 @@
+"""The status file: what the last ``process`` run did, for monitoring.
+
+Written atomically (a temporary file in the same directory, fsync, then
+rename), so a reader never sees half a file even if the run is killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+STATUS_VERSION = 1
+
+
+def write_status(path: Path, status: dict[str, Any]) -> None:
+    """Replace ``path`` with ``status`` as JSON, atomically.
+
+    Failing to write is logged as an error and not raised: the work is done
+    and recorded in LDAP; the status file only reports it.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(
+            prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent)
+        )
+        try:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                json.dump({"version": STATUS_VERSION, **status}, handle, indent=2, sort_keys=True)
+                handle.write("\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(temporary, 0o644)
+            os.replace(temporary, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+    except OSError as error:
+        log.error("cannot write the status file %s: %s", path, error.strerror or error)
+
+
+def read_status(path: Path) -> dict[str, Any] | None:
+    """Return the last run's status, or None when there is none or it is unreadable."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
