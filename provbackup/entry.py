@@ -65,7 +65,7 @@ class LdapEntry:
         """Return every value of attribute ``name`` (no values: empty tuple)."""
         return self.attributes.get(name.lower(), ())
 
-    def single(self, name: str, *, required: bool = True) -> str | None:
+    def single(self, name: str, required: bool = True) -> str | None:
         """Return the one value of ``name``.
 
         Raises InvalidEntryError when it has several values, or none and
@@ -166,13 +166,16 @@ def read_account(
     *,
     min_uid: int,
     default_retain: tuple[tuple[str, int], ...],
+    for_delete: bool = False,
 ) -> Account:
     """Validate what the work on the server needs.
 
     ``min_uid`` is the lowest uidNumber/gidNumber accepted (0 never is);
     ``default_retain`` gives the count of an interval the entry does not
-    set. Returns the :class:`Account`. Raises InvalidEntryError naming every
-    bad attribute and value.
+    set. ``for_delete`` skips quota, retention and activation, which a
+    delete does not use, so a bad value there never blocks removing an
+    account. Returns the :class:`Account`. Raises InvalidEntryError naming
+    every bad attribute and value.
     """
     problems: list[InvalidEntryError] = []
 
@@ -187,20 +190,20 @@ def read_account(
     uid_number = attempt(_read_id, entry, "uidNumber", min_uid)
     gid_number = attempt(_read_id, entry, "gidNumber", min_uid)
     home = attempt(_read_home, entry)
-    quota = attempt(_read_integer, entry, "sstQuota", MAX_QUOTA_BYTES)
-    active = attempt(_read_active, entry)
-    defaults = dict(default_retain)
-    counts = []
-    for interval, attribute in INTERVAL_ATTRIBUTES.items():
-        count = attempt(_read_integer, entry, attribute, MAX_INTERVAL)
-        counts.append((interval, defaults.get(interval, 0) if count is None else count))
-    retain = tuple((interval, count) for interval, count in counts if count > 0)
+    if for_delete:
+        quota, active, retain = None, None, default_retain
+    else:
+        quota = attempt(_read_integer, entry, "sstQuota", MAX_QUOTA_BYTES)
+        active = attempt(_read_active, entry)
+        retain = _read_retain(entry, default_retain, attempt)
     if not retain and not any(
         error.attribute in INTERVAL_ATTRIBUTES.values() for error in problems
     ):
         problems.append(
             InvalidEntryError(
-                "sstBackupInterval*", [count for _, count in counts], "no interval is above 0"
+                "sstBackupInterval*",
+                [entry.values(name) for name in INTERVAL_ATTRIBUTES.values()],
+                "no interval is above 0",
             )
         )
     if problems:
@@ -219,6 +222,15 @@ def read_account(
         retain=retain,
         active=True if active is None else active,
     )
+
+
+def _read_retain(entry: LdapEntry, default_retain: tuple[tuple[str, int], ...], attempt):
+    defaults = dict(default_retain)
+    counts = []
+    for interval, attribute in INTERVAL_ATTRIBUTES.items():
+        count = attempt(_read_integer, entry, attribute, MAX_INTERVAL)
+        counts.append((interval, defaults.get(interval, 0) if count is None else count))
+    return tuple((interval, count) for interval, count in counts if count > 0)
 
 
 def parse_timestamp(text: str) -> datetime | None:

@@ -14,12 +14,12 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 from provbackup import plan as planning
-from provbackup import state
+from provbackup import state, work
 from provbackup.actions.common import Clock, local_today, search_named, utc_now
 from provbackup.config import Config
 from provbackup.directory import Directory, connect, request_filter
@@ -203,7 +203,7 @@ def _run(
         if on_outcome is not None:
             on_outcome(outcome)
 
-    with connect(config.ldap) as directory:
+    with connect(config.ldap) as directory, ExitStack() as stack:
         try:
             due = _select(directory, config, dn, uid, clock, record)
             due = _guard_mass_delete(due, config, allow_mass_delete, record)
@@ -211,6 +211,7 @@ def _run(
                 log.info("--limit %d: %d due entries left for a later run", limit, len(due) - limit)
                 due = due[:limit]
             worker = _Worker(config, directory, dry_run, clock)
+            stack.callback(worker.close)
             for item in due:
                 if stop.signal_name:
                     report.stopped_by_signal = stop.signal_name
@@ -292,7 +293,7 @@ class _Worker:
         self.directory = directory
         self.dry_run = dry_run
         self.clock = clock
-        self.tester = planning.work_session(config)
+        self.session = work.WorkSession(config)
 
     def handle(self, item: _Due) -> EntryOutcome:
         started = time.monotonic()
@@ -347,9 +348,10 @@ class _Worker:
             item.entry,
             min_uid=self.config.backup.min_uid,
             default_retain=self.config.rsnapshot.retain,
+            for_delete=item.verb == "delete",
         )
         plan = planning.build(account, item.verb, self.config)
-        return self.tester.apply(plan)
+        return self.session.apply(plan)
 
     def _dry_run(self, item: _Due) -> EntryOutcome:
         dn, verb, uid = item.entry.dn, item.verb, item.request.uid
@@ -373,4 +375,7 @@ class _Worker:
         return EntryOutcome(dn, item.request.uid, verb, FAILED, message, return_value)
 
     def purge_quarantine(self) -> None:
-        self.tester.purge_quarantine(self.clock())
+        self.session.purge_quarantine(self.clock())
+
+    def close(self) -> None:
+        self.session.close()

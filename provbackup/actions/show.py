@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from provbackup import plan as planning
-from provbackup import state
+from provbackup import state, work
 from provbackup.actions.common import Clock, find_entries, local_today, utc_now
 from provbackup.config import Config
 from provbackup.directory import connect
@@ -64,7 +63,7 @@ def _view(entry: LdapEntry, config: Config, today, run_active: bool) -> AccountV
     if request.problem:
         provisioning["problem"] = request.problem
     try:
-        server = planning.inspect(entry, config)
+        server = work.inspect_entry(entry, config)
     except EntryError as error:
         server = {"error": str(error)}
     return AccountView(entry.dn, provisioning, server)

@@ -1,0 +1,34 @@
+"""Apply account plans on the backup server's filesystem, safely.
+
+Nothing here follows a symlink below the backup root: see
+:mod:`provbackup.work.safe`. The public entry points:
+
+- :class:`WorkSession` is one run's work (``apply``, ``purge_quarantine``);
+- :func:`apply_plan` does an add, modify or delete plan;
+- :func:`purge_quarantine` removes quarantined accounts past their days;
+- :class:`ConfigTester` configtests rsnapshot configurations once per shape
+  for a run; :func:`configtest_file` tests one file;
+- :func:`run_hook` runs one ``[hooks]`` command; :func:`set_quota` the quota;
+- :func:`inspect_account` / :func:`inspect_entry` describe an account for ``show``.
+"""
+
+from __future__ import annotations
+
+from provbackup.work.apply import WorkSession, apply_plan, purge_quarantine
+from provbackup.work.hooks import hook_environment, run_hook
+from provbackup.work.inspect import inspect_account, inspect_entry
+from provbackup.work.quota import set_quota
+from provbackup.work.rsnapshot import ConfigTester, configtest_file
+
+__all__ = [
+    "ConfigTester",
+    "WorkSession",
+    "apply_plan",
+    "configtest_file",
+    "hook_environment",
+    "inspect_account",
+    "inspect_entry",
+    "purge_quarantine",
+    "run_hook",
+    "set_quota",
+]

@@ -1,0 +1,350 @@
+"""Apply an :class:`~provbackup.plan.AccountPlan` on the real filesystem.
+
+Add and modify converge the account tree on the plan (create what is
+missing, correct owners and modes, rewrite rsnapshot.conf when it differs),
+so a second run, or a run after a crash half-way, gives the same tree. A
+failed step leaves what was done in place: the next run picks up from
+there, and user data is never removed on a failed add or modify. Delete
+moves the account directory into quarantine or removes it, never following
+a symlink; a missing account directory means the delete was already done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import stat
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from provbackup.config import Config
+from provbackup.entry import TIMESTAMP_FORMAT
+from provbackup.errors import RETURN_FILESYSTEM, EntryError, WorkError
+from provbackup.plan import (
+    CONF_MODE,
+    QUARANTINE_DIRECTORY,
+    QUARANTINE_MODE,
+    ROOT_ID,
+    RSNAPSHOT_CONF,
+    RSNAPSHOT_CONF_INACTIVE,
+    RSNAPSHOT_LOCK,
+    AccountPlan,
+)
+from provbackup.work.hooks import run_hook
+from provbackup.work.quota import set_quota
+from provbackup.work.rsnapshot import ConfigTester
+from provbackup.work.safe import (
+    OPEN_FILE_FLAGS,
+    Directory,
+    ensure_directory,
+    file_matches,
+    lstat_entry,
+    open_directory,
+    open_root,
+    remove_non_directory,
+    remove_stale_temporaries,
+    remove_tree,
+    replace_file,
+)
+from provbackup.work.template import copy_jail_template
+
+logger = logging.getLogger(__name__)
+
+PROTECTED_HARDLINKS = Path("/proc/sys/fs/protected_hardlinks")
+QUARANTINE_NAME = re.compile(r"(?P<uid>.+)\.(?P<stamp>\d{8}T\d{6}Z)(?:\.\d+)?")
+MAX_LOCKFILE_BYTES = 64
+
+
+def apply_plan(
+    plan: AccountPlan,
+    config: Config,
+    *,
+    tester: ConfigTester | None = None,
+    now: datetime | None = None,
+) -> list[str]:
+    """Do the work of ``plan``: ``pre_<action>`` hook, the work, ``post_<action>`` hook.
+
+    ``config`` gives ``[rsnapshot]`` and ``[hooks]`` (everything else is in
+    the plan). ``tester`` is the run's :class:`ConfigTester` (a one-off is
+    made without it); ``now`` (UTC) names a quarantined account. Returns
+    the steps done, for the log. Raises UnsafePathError for a symlink or a
+    non-directory on the account's paths (left untouched), WorkError for a
+    failed step (its return_value says which kind), InvalidEntryError for
+    an unusable entry.
+    """
+    steps: list[str] = []
+    _note(steps, run_hook(f"pre_{plan.action}", plan, config.hooks))
+    try:
+        if plan.action == "delete":
+            _delete(plan, now or datetime.now(UTC), steps)
+        else:
+            with contextlib.ExitStack() as stack:
+                if tester is None:
+                    tester = stack.enter_context(ConfigTester(config.rsnapshot))
+                _provision(plan, tester, steps)
+    except EntryError:
+        raise
+    except OSError as error:
+        where = f"{error.filename}: " if error.filename else ""
+        raise WorkError(
+            f"{plan.paths.account}: {where}{error.strerror or error}",
+            return_value=RETURN_FILESYSTEM,
+        ) from error
+    _note(steps, run_hook(f"post_{plan.action}", plan, config.hooks))
+    for step in steps:
+        logger.debug("%s: %s", plan.account.uid, step)
+    return steps
+
+
+def _note(steps: list[str], step: str | None) -> None:
+    if step:
+        steps.append(step)
+
+
+def _provision(plan: AccountPlan, tester: ConfigTester, steps: list[str]) -> None:
+    paths = plan.paths
+    with contextlib.ExitStack() as stack:
+        opened: dict[Path, Directory] = {paths.root: stack.enter_context(open_root(paths.root))}
+        for spec in plan.directories:
+            parent = opened[spec.path.parent]
+            opened[spec.path] = stack.enter_context(
+                ensure_directory(parent, spec.path.name, spec.uid, spec.gid, spec.mode, steps)
+            )
+        account = opened[paths.account]
+        remove_stale_temporaries(account, steps)
+        if plan.jail_template is not None:
+            copy_jail_template(plan.jail_template, opened[paths.chroot], steps)
+        steps.append(tester.check_shape(plan))
+        if plan.account.active:
+            _write_conf(plan, account, tester, steps)
+            _remove_stale_conf(plan, account, steps)
+        else:
+            # Stop the snapshots first: a crash in between leaves none, not both.
+            _remove_stale_conf(plan, account, steps)
+            _write_conf(plan, account, tester, steps)
+    steps.append(set_quota(plan))
+
+
+def _write_conf(
+    plan: AccountPlan, account: Directory, tester: ConfigTester, steps: list[str]
+) -> None:
+    name = plan.conf_path.name
+    content = plan.rsnapshot_conf.encode("utf-8")
+    file_test = tester.test_file if tester.wants_file_test(plan) else None
+    if file_matches(account, name, content, ROOT_ID, ROOT_ID, CONF_MODE):
+        if file_test is not None:
+            file_test(plan.conf_path)
+        return
+    replace_file(
+        account, name, content, uid=ROOT_ID, gid=ROOT_ID, mode=CONF_MODE, before_rename=file_test
+    )
+    steps.append(f"wrote {plan.conf_path}")
+
+
+def _remove_stale_conf(plan: AccountPlan, account: Directory, steps: list[str]) -> None:
+    if remove_non_directory(account, plan.stale_conf_path.name):
+        steps.append(f"removed {plan.stale_conf_path}")
+
+
+def _delete(plan: AccountPlan, now: datetime, steps: list[str]) -> None:
+    paths = plan.paths
+    with contextlib.ExitStack() as stack:
+        root = stack.enter_context(open_root(paths.root))
+        chain = [root]
+        for directory in paths.layout_directories:
+            try:
+                chain.append(stack.enter_context(open_directory(chain[-1], directory.name)))
+            except FileNotFoundError:
+                break
+        parent = chain[-1]
+        present = (
+            len(chain) == len(paths.layout_directories) + 1
+            and lstat_entry(parent, paths.account.name) is not None
+        )
+        if present:
+            # Refuses a symlink or a file in place of the account directory, before anything.
+            with open_directory(parent, paths.account.name) as account:
+                _refuse_while_rsnapshot_runs(account)
+                steps.append(set_quota(plan))
+                # A quarantined account must never be picked up by a snapshot runner.
+                if lstat_entry(account, RSNAPSHOT_CONF) is not None:
+                    os.rename(
+                        RSNAPSHOT_CONF, RSNAPSHOT_CONF_INACTIVE,
+                        src_dir_fd=account.fd, dst_dir_fd=account.fd,
+                    )  # fmt: skip
+                    steps.append(f"deactivated {paths.rsnapshot_conf}")
+            if plan.quarantine_days > 0:
+                _quarantine(plan, root, parent, now, steps)
+            else:
+                remove_tree(parent, paths.account.name)
+                steps.append(f"removed {paths.account}")
+        else:
+            steps.append(set_quota(plan))
+            steps.append(f"{paths.account} does not exist: nothing to remove")
+        _remove_empty_layout(plan, chain, steps)
+
+
+def _refuse_while_rsnapshot_runs(account: Directory) -> None:
+    """Raise WorkError when the account's lockfile names a live process."""
+    try:
+        fd = os.open(RSNAPSHOT_LOCK, OPEN_FILE_FLAGS, dir_fd=account.fd)
+    except OSError:
+        return
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return
+        text = os.read(fd, MAX_LOCKFILE_BYTES).decode("ascii", errors="replace").strip()
+    finally:
+        os.close(fd)
+    if not text.isdigit() or int(text) <= 0:
+        return
+    try:
+        os.kill(int(text), 0)
+    except ProcessLookupError:
+        return
+    except PermissionError:
+        pass
+    raise WorkError(
+        f"{account.path / RSNAPSHOT_LOCK}: rsnapshot (pid {text}) is running for this account; "
+        "retry after it finished",
+        return_value=RETURN_FILESYSTEM,
+    )
+
+
+def _quarantine(
+    plan: AccountPlan, root: Directory, parent: Directory, now: datetime, steps: list[str]
+) -> None:
+    with ensure_directory(
+        root, QUARANTINE_DIRECTORY, ROOT_ID, ROOT_ID, QUARANTINE_MODE, steps
+    ) as quarantine:
+        stamp = _utc(now).strftime(TIMESTAMP_FORMAT)
+        name = f"{plan.account.uid}.{stamp}"
+        counter = 0
+        while lstat_entry(quarantine, name) is not None:
+            counter += 1
+            name = f"{plan.account.uid}.{stamp}.{counter}"
+        try:
+            os.rename(plan.paths.account.name, name, src_dir_fd=parent.fd, dst_dir_fd=quarantine.fd)
+        except OSError as error:
+            raise WorkError(
+                f"cannot move {plan.paths.account} to {quarantine.path / name}: "
+                f"{error.strerror} (quarantine needs the same filesystem; "
+                "[delete] quarantine_days = 0 removes at once)",
+                return_value=RETURN_FILESYSTEM,
+            ) from None
+        os.fsync(quarantine.fd)
+        os.fsync(parent.fd)
+    steps.append(
+        f"moved {plan.paths.account} to {quarantine.path / name} "
+        f"(purged after {plan.quarantine_days} days)"
+    )
+
+
+def _remove_empty_layout(plan: AccountPlan, chain: list[Directory], steps: list[str]) -> None:
+    layout = plan.paths.layout_directories
+    for index in range(len(chain) - 1, 0, -1):
+        try:
+            os.rmdir(layout[index - 1].name, dir_fd=chain[index - 1].fd)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            # Not empty (another account lives there) or not a directory: keep it.
+            break
+        steps.append(f"removed empty {layout[index - 1]}")
+
+
+def purge_quarantine(root: Path, days: int, now: datetime) -> list[Path]:
+    """Remove quarantined accounts under ``<root>/.deleted`` older than ``days`` days.
+
+    The age is taken from the UTC time in the name (``<uid>.<YYYYMMDDThhmmssZ>``);
+    ``now`` naive means UTC. Never follows a symlink. Names of another form
+    are left alone with a warning; a failed removal is logged and the rest
+    goes on. Returns the paths removed. Raises WorkError when the backup
+    root is missing, UnsafePathError when ``.deleted`` is not a directory.
+    """
+    removed: list[Path] = []
+    limit = timedelta(days=days)
+    with open_root(root) as root_directory:
+        try:
+            quarantine = open_directory(root_directory, QUARANTINE_DIRECTORY)
+        except FileNotFoundError:
+            return removed
+        with quarantine:
+            for name in sorted(os.listdir(quarantine.fd)):
+                match = QUARANTINE_NAME.fullmatch(name)
+                if match is None:
+                    logger.warning(
+                        "%s: not a quarantined account; left alone", quarantine.path / name
+                    )
+                    continue
+                stamp = datetime.strptime(match["stamp"], TIMESTAMP_FORMAT).replace(tzinfo=UTC)
+                if _utc(now) - stamp < limit:
+                    continue
+                status = lstat_entry(quarantine, name)
+                try:
+                    if status is not None and stat.S_ISDIR(status.st_mode):
+                        remove_tree(quarantine, name)
+                    else:
+                        remove_non_directory(quarantine, name)
+                except (WorkError, OSError) as error:
+                    logger.error("cannot purge %s: %s", quarantine.path / name, error)
+                    continue
+                logger.info("purged %s (quarantined %s)", quarantine.path / name, match["stamp"])
+                removed.append(quarantine.path / name)
+    return removed
+
+
+def warn_unprotected_hardlinks() -> bool:
+    """Log a warning when ``fs.protected_hardlinks`` is off; return True if it is on.
+
+    Snapshots give the account's group read access to what was in incoming/.
+    With the protection off, a user could hard-link a file they cannot read
+    into incoming/ (on the same filesystem) and read it in the next snapshot.
+    """
+    try:
+        enabled = PROTECTED_HARDLINKS.read_text().strip() != "0"
+    except OSError:
+        return True  # not Linux, or no /proc: nothing to say
+    if not enabled:
+        logger.warning(
+            "fs.protected_hardlinks is 0: users could hard-link files they cannot read into "
+            "incoming/ and read them in their snapshots; set it to 1 (sysctl)"
+        )
+    return enabled
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+class WorkSession:
+    """The work of one ``process`` run: one :class:`ConfigTester` shared by every entry.
+
+    Takes the configuration and ``strict`` (configtest each account's own
+    file too). Use as a context manager or call :meth:`close`.
+    """
+
+    def __init__(self, config: Config, *, strict: bool = False) -> None:
+        self.config = config
+        self.tester = ConfigTester(config.rsnapshot, strict=strict)
+        warn_unprotected_hardlinks()
+
+    def __enter__(self) -> WorkSession:
+        return self
+
+    def __exit__(self, *exception: object) -> None:
+        self.close()
+
+    def apply(self, plan: AccountPlan) -> list[str]:
+        """Apply ``plan``; see :func:`apply_plan`."""
+        return apply_plan(plan, self.config, tester=self.tester)
+
+    def purge_quarantine(self, now: datetime) -> list[Path]:
+        """Purge quarantined accounts older than ``[delete] quarantine_days``; see the function."""
+        return purge_quarantine(self.config.backup.root, self.config.delete.quarantine_days, now)
+
+    def close(self) -> None:
+        """Remove the configtest's temporary files."""
+        self.tester.close()

@@ -1,0 +1,338 @@
+"""Filesystem primitives that never follow a symlink below the backup root.
+
+Every directory is reached from the backup root one component at a time
+with ``O_NOFOLLOW`` and a directory file descriptor, so a symlink planted
+anywhere in an account (by a user, or by anyone) is never followed: it
+fails the entry with :class:`UnsafePathError` naming the path. Owners and
+modes are set through the opened descriptor. Files are replaced atomically
+(temporary file in the same directory, fsync, rename).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import secrets
+import shutil
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+
+from provbackup.errors import RETURN_FILESYSTEM, UnsafePathError, WorkError
+from provbackup.plan import owner_text
+
+logger = logging.getLogger(__name__)
+
+OPEN_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: opening a FIFO someone left in place of a file must not hang the run.
+OPEN_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+TEMPORARY_PREFIX = ".provbackup-tmp."
+COPY_CHUNK = 1 << 20
+
+
+class Directory:
+    """An open directory descriptor and the path it was reached by (for messages)."""
+
+    def __init__(self, fd: int, path: Path) -> None:
+        self.fd = fd
+        self.path = path
+
+    def close(self) -> None:
+        """Close the descriptor (twice is harmless)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> Directory:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def describe_kind(mode: int) -> str:
+    """Return a word for the file type in ``mode`` (``directory``, ``symbolic link``, ...)."""
+    if stat.S_ISDIR(mode):
+        return "directory"
+    if stat.S_ISLNK(mode):
+        return "symbolic link"
+    if stat.S_ISREG(mode):
+        return "regular file"
+    return "special file"
+
+
+def check_name(parent: Directory, name: str) -> None:
+    """Raise UnsafePathError unless ``name`` is one plain path component."""
+    if not name or name in (".", "..") or "/" in name or "\0" in name:
+        raise UnsafePathError(f"{parent.path}: refusing the path component {name!r}")
+
+
+def open_root(root: Path) -> Directory:
+    """Open the backup root itself.
+
+    Symlinks in the configured root path are the operator's choice and are
+    followed; nothing below it is. Raises WorkError when it is missing (an
+    unmounted filesystem must not get accounts created on its mount point's
+    parent) or not a directory.
+    """
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise WorkError(f"backup root {root} does not exist (not mounted?)") from None
+    except OSError as error:
+        raise WorkError(f"backup root {root}: {error.strerror}") from None
+    return Directory(fd, root)
+
+
+def lstat_entry(parent: Directory, name: str) -> os.stat_result | None:
+    """Return the lstat of ``name`` in ``parent`` (None when it does not exist)."""
+    check_name(parent, name)
+    try:
+        return os.stat(name, dir_fd=parent.fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def open_directory(parent: Directory, name: str) -> Directory:
+    """Open the existing directory ``name`` in ``parent`` without following a symlink.
+
+    Raises FileNotFoundError when it does not exist, UnsafePathError naming
+    the path when it is a symlink or not a directory.
+    """
+    check_name(parent, name)
+    path = parent.path / name
+    try:
+        fd = os.open(name, OPEN_DIRECTORY_FLAGS, dir_fd=parent.fd)
+    except OSError as error:
+        if error.errno not in (errno.ENOTDIR, errno.ELOOP):
+            raise
+        status = lstat_entry(parent, name)
+        kind = describe_kind(status.st_mode) if status is not None else "vanished entry"
+        raise UnsafePathError(
+            f"{path}: is a {kind}, expected a directory; not following or replacing it"
+        ) from None
+    return Directory(fd, path)
+
+
+def ensure_directory(
+    parent: Directory, name: str, uid: int, gid: int, mode: int, steps: list[str]
+) -> Directory:
+    """Create ``name`` in ``parent`` if missing and give it ``uid``:``gid`` and ``mode``.
+
+    Appends what changed to ``steps``. Returns the opened directory (the
+    caller closes it). Raises UnsafePathError when the entry is a symlink or
+    not a directory; it is left as it is.
+    """
+    check_name(parent, name)
+    created = False
+    try:
+        # Created closed (0700, root) and opened up only after chown: never briefly too open.
+        os.mkdir(name, 0o700, dir_fd=parent.fd)
+        created = True
+    except FileExistsError:
+        pass
+    directory = open_directory(parent, name)
+    try:
+        changes = set_owner_and_mode(directory.fd, uid, gid, mode)
+    except BaseException:
+        directory.close()
+        raise
+    if created:
+        steps.append(f"created {directory.path} {owner_text(uid, gid)} {mode:04o}")
+    elif changes:
+        steps.append(f"corrected {directory.path}: {', '.join(changes)}")
+    return directory
+
+
+def set_owner_and_mode(fd: int, uid: int, gid: int, mode: int) -> list[str]:
+    """Give the open file ``fd`` the owner, group and mode; return what was changed."""
+    changes = []
+    status = os.fstat(fd)
+    if (status.st_uid, status.st_gid) != (uid, gid):
+        changes.append(
+            f"owner {owner_text(status.st_uid, status.st_gid)} -> {owner_text(uid, gid)}"
+        )
+        os.fchown(fd, uid, gid)
+        # chown may clear set-id bits, so the mode is compared afterwards.
+        status = os.fstat(fd)
+    if stat.S_IMODE(status.st_mode) != mode:
+        changes.append(f"mode {stat.S_IMODE(status.st_mode):04o} -> {mode:04o}")
+        os.fchmod(fd, mode)
+    return changes
+
+
+def file_matches(
+    parent: Directory, name: str, content: bytes, uid: int, gid: int, mode: int
+) -> bool:
+    """Return True if ``name`` is a regular file with exactly this content, owner and mode."""
+    check_name(parent, name)
+    try:
+        fd = os.open(name, OPEN_FILE_FLAGS, dir_fd=parent.fd)
+    except OSError:
+        return False
+    try:
+        status = os.fstat(fd)
+        if (
+            not stat.S_ISREG(status.st_mode)
+            or (status.st_uid, status.st_gid) != (uid, gid)
+            or stat.S_IMODE(status.st_mode) != mode
+            or status.st_size != len(content)
+        ):
+            return False
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            return handle.read(len(content) + 1) == content
+    finally:
+        os.close(fd)
+
+
+def replace_file(
+    parent: Directory,
+    name: str,
+    source: bytes | int,
+    *,
+    uid: int,
+    gid: int,
+    mode: int,
+    mtime_ns: int | None = None,
+    before_rename: Callable[[Path], object] | None = None,
+) -> None:
+    """Atomically replace ``name`` in ``parent`` by a regular file.
+
+    ``source`` is the content, or a readable descriptor to copy from.
+    ``before_rename`` is called with the path of the complete temporary file
+    and may raise to keep the old file. A symlink at ``name`` is replaced,
+    never followed; a directory there raises WorkError. Raises WorkError on
+    I/O errors; the temporary file is removed.
+    """
+    check_name(parent, name)
+    temporary = f"{TEMPORARY_PREFIX}{name}.{secrets.token_hex(6)}"
+    fd = os.open(
+        temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+        dir_fd=parent.fd,
+    )  # fmt: skip
+    try:
+        try:
+            if isinstance(source, bytes):
+                _write_all(fd, source)
+            else:
+                while chunk := os.read(source, COPY_CHUNK):
+                    _write_all(fd, chunk)
+            os.fchown(fd, uid, gid)
+            os.fchmod(fd, mode)
+            if mtime_ns is not None:
+                os.utime(fd, ns=(mtime_ns, mtime_ns))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if before_rename is not None:
+            before_rename(parent.path / temporary)
+        _rename_over(parent, temporary, name)
+    except BaseException:
+        _unlink_quietly(parent, temporary)
+        raise
+
+
+def replace_special(
+    parent: Directory,
+    name: str,
+    status: os.stat_result,
+    link_target: str | None,
+) -> None:
+    """Atomically replace ``name`` by a symlink (``link_target``) or a device/FIFO like ``status``.
+
+    Owner and group (and the mode of a device or FIFO) are taken from
+    ``status``. Raises WorkError when a directory stands at ``name``.
+    """
+    check_name(parent, name)
+    temporary = f"{TEMPORARY_PREFIX}{name}.{secrets.token_hex(6)}"
+    try:
+        if link_target is not None:
+            os.symlink(link_target, temporary, dir_fd=parent.fd)
+        else:
+            os.mknod(
+                temporary, stat.S_IFMT(status.st_mode) | 0o600, status.st_rdev, dir_fd=parent.fd
+            )
+        os.chown(temporary, status.st_uid, status.st_gid, dir_fd=parent.fd, follow_symlinks=False)
+        if link_target is None:
+            os.chmod(temporary, stat.S_IMODE(status.st_mode), dir_fd=parent.fd)
+        _rename_over(parent, temporary, name)
+    except BaseException:
+        _unlink_quietly(parent, temporary)
+        raise
+
+
+def remove_non_directory(parent: Directory, name: str) -> bool:
+    """Remove the file or symlink ``name`` (never what a symlink points to).
+
+    Returns True if something was removed. Raises UnsafePathError when a
+    directory stands there (it is left alone).
+    """
+    status = lstat_entry(parent, name)
+    if status is None:
+        return False
+    if stat.S_ISDIR(status.st_mode):
+        raise UnsafePathError(f"{parent.path / name}: is a directory, expected a file; left alone")
+    try:
+        os.unlink(name, dir_fd=parent.fd)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def remove_stale_temporaries(parent: Directory, steps: list[str]) -> None:
+    """Remove temporary files a crashed earlier run left in ``parent``."""
+    for name in os.listdir(parent.fd):
+        if name.startswith(TEMPORARY_PREFIX):
+            status = lstat_entry(parent, name)
+            if status is not None and not stat.S_ISDIR(status.st_mode):
+                os.unlink(name, dir_fd=parent.fd)
+                steps.append(f"removed stale temporary file {parent.path / name}")
+
+
+def remove_tree(parent: Directory, name: str) -> None:
+    """Remove the directory ``name`` and everything below it, never following a symlink.
+
+    shutil.rmtree walks with directory descriptors on Linux
+    (``rmtree.avoids_symlink_attacks``): a symlink inside is removed, its
+    target untouched. Raises WorkError on failure.
+    """
+    check_name(parent, name)
+    if not shutil.rmtree.avoids_symlink_attacks:
+        raise WorkError("this platform's shutil.rmtree is not safe against symlink attacks")
+    try:
+        shutil.rmtree(name, dir_fd=parent.fd)
+    except OSError as error:
+        where = error.filename or parent.path / name
+        raise WorkError(f"cannot remove {parent.path / name}: {where}: {error.strerror}") from None
+
+
+def _rename_over(parent: Directory, source: str, target: str) -> None:
+    try:
+        os.rename(source, target, src_dir_fd=parent.fd, dst_dir_fd=parent.fd)
+    except IsADirectoryError:
+        raise WorkError(
+            f"{parent.path / target}: is a directory, expected a file; left alone",
+            return_value=RETURN_FILESYSTEM,
+        ) from None
+    # The rename is durable only once the directory itself is on disk.
+    os.fsync(parent.fd)
+
+
+def _unlink_quietly(parent: Directory, name: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(name, dir_fd=parent.fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
