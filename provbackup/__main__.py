@@ -2,25 +2,48 @@
 
 Every :class:`~provbackup.errors.ProvbackupError` becomes one line on
 stderr and its exit code; anything else is an internal error (70), with
-the traceback only at ``-v``.
+the traceback only at ``-v``. Commands return their exit code.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 
 import click
 
 from provbackup import __version__
 from provbackup.cli import commands
 from provbackup.cli.options import Settings
-from provbackup.errors import EXIT_SOFTWARE, EXIT_USAGE, ProvbackupError
+from provbackup.errors import EXIT_SOFTWARE, ProvbackupError
 
 log = logging.getLogger("provbackup")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class ProvbackupGroup(click.Group):
+    """A click group that turns errors and returned codes into exit codes."""
+
+    def invoke(self, context: click.Context):
+        try:
+            result = super().invoke(context)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except ProvbackupError as error:
+            click.echo(f"provbackup: error: {error}", err=True)
+            log.debug("traceback", exc_info=True)
+            context.exit(error.exit_code)
+        except Exception as error:
+            click.echo(f"provbackup: internal error: {type(error).__name__}: {error}", err=True)
+            if log.isEnabledFor(logging.DEBUG):
+                log.exception("traceback")
+            else:
+                click.echo("provbackup: run with -v for the traceback", err=True)
+            context.exit(EXIT_SOFTWARE)
+        if isinstance(result, int) and result:
+            context.exit(result)
+        return result
+
+
+@click.group(cls=ProvbackupGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="provbackup")
 @click.option(
     "--config",
@@ -29,7 +52,9 @@ log = logging.getLogger("provbackup")
     envvar="PROVBACKUP_CONFIG",
     help="Configuration file [env PROVBACKUP_CONFIG; default /etc/provbackup/provbackup.conf].",
 )
-@click.option("-v", "--verbose", count=True, help="Debug detail on stderr, each LDAP search as an ldapsearch line.")
+@click.option(
+    "-v", "--verbose", count=True, help="Debug detail on stderr, each LDAP search as ldapsearch."
+)
 @click.option("-q", "--quiet", count=True, help="Less on stderr: warnings (-q) or errors (-qq).")
 @click.option("--log-json", is_flag=True, help="Log to stderr as one JSON object per line.")
 @click.pass_context
@@ -51,32 +76,10 @@ for command in commands:
     cli.add_command(command)
 
 
-def main(arguments: list[str] | None = None) -> int:
-    """Run the command line; returns (and, as a script, exits with) the exit code."""
-    try:
-        result = cli.main(args=arguments, prog_name="provbackup", standalone_mode=False)
-    except click.exceptions.Exit as done:
-        return done.exit_code
-    except click.exceptions.Abort:
-        click.echo("provbackup: aborted", err=True)
-        return 1
-    except click.ClickException as error:
-        error.show()
-        return EXIT_USAGE if error.exit_code == 2 else error.exit_code
-    except ProvbackupError as error:
-        click.echo(f"provbackup: error: {error}", err=True)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("traceback", exc_info=True)
-        return error.exit_code
-    except Exception as error:
-        click.echo(f"provbackup: internal error: {type(error).__name__}: {error}", err=True)
-        if log.isEnabledFor(logging.DEBUG):
-            log.exception("traceback")
-        else:
-            click.echo("provbackup: run with -v for the traceback", err=True)
-        return EXIT_SOFTWARE
-    return result if isinstance(result, int) else 0
+def main() -> None:
+    """Run the command line and exit with the command's exit code."""
+    cli.main(prog_name="provbackup")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

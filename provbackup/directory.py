@@ -295,7 +295,8 @@ def _open(config: LdapConfig, uri: str) -> ldap3.Connection:
             password=config.bind_password,
             auto_bind=ldap3.AUTO_BIND_NONE,
             raise_exceptions=False,
-            receive_timeout=config.timeout,
+            # ldap3 packs it into SO_RCVTIMEO as an integer.
+            receive_timeout=max(1, round(config.timeout + 0.499)),
             auto_escape=False,
             return_empty_attributes=False,
             read_only=False,

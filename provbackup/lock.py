@@ -24,7 +24,10 @@ def _pid_path(lock_file: Path) -> Path:
 
 
 def holder_pid(lock_file: Path) -> int | None:
-    """Return the PID written by the lock's holder, or None when unknown."""
+    """Return the PID of the lock's holder, or None when unknown."""
+    holders = lock_holders(lock_file)
+    if holders:
+        return holders[0]
     try:
         text = _pid_path(lock_file).read_text(encoding="ascii").strip()
     except OSError:
@@ -74,17 +77,36 @@ def run_lock(lock_file: Path, wait: float = 0) -> Iterator[None]:
         lock.release()
 
 
-def lock_is_held(lock_file: Path) -> bool:
-    """Tell whether a run holds the lock now, without keeping it.
+def lock_holders(lock_file: Path) -> list[int]:
+    """Return the PIDs holding a flock on ``lock_file``, without touching the lock.
 
-    Returns False when the lock file does not exist or cannot be created.
+    Reads the kernel's lock table (/proc/locks), so a reader such as
+    ``scan`` never competes with a starting ``process`` for the lock.
+    Returns an empty list when the file does not exist or nobody holds it.
     """
-    if not lock_file.exists():
-        return False
     try:
-        with run_lock(lock_file, wait=0):
-            return False
-    except LockHeldError:
-        return True
-    except ProvbackupError:
-        return False
+        info = os.stat(lock_file)
+    except OSError:
+        return []
+    device = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    holders = []
+    try:
+        with open("/proc/locks", encoding="ascii") as table:
+            for line in table:
+                fields = line.split()
+                # "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF"; "->" marks waiters.
+                if (
+                    len(fields) >= 6
+                    and fields[1] in ("FLOCK", "POSIX", "OFDLCK")
+                    and fields[5] == device
+                    and fields[4].isdigit()
+                ):
+                    holders.append(int(fields[4]))
+    except OSError:
+        return []
+    return holders
+
+
+def lock_is_held(lock_file: Path) -> bool:
+    """Tell whether a run holds the lock now (see :func:`lock_holders`)."""
+    return bool(lock_holders(lock_file))

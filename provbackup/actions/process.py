@@ -182,7 +182,12 @@ def process(
         finally:
             report.finished = clock()
             if not dry_run:
-                write_status(config.run.status_file, report.to_status(socket.gethostname()))
+                hostname = socket.gethostname()
+                write_status(config.run.status_file, report.to_status(hostname))
+                if report.failed:
+                    from provbackup.notify import send_failure_mail
+
+                    send_failure_mail(config.mail, report, hostname)
     return report
 
 

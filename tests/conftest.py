@@ -1,0 +1,67 @@
+"""Shared pytest fixtures.
+
+LDAP: one throwaway slapd per test session (``provbackup.sandbox.Slapd``),
+loaded with the project's schema/provbackup.schema and serving TLS
+(``slapd.ca_file``, ``slapd.ldaps_uri``; StartTLS on ``slapd.uri``). Tests
+use ``ldap_server``, which hands out that server with an empty accounts
+tree (``ldap_server.accounts_dn``), restarted first if an earlier test
+stopped it. ``stoney_slapd``/``stoney_ldap_server`` are the same against
+the stoney cloud's real sst.schema and skip when that file is not found.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from provbackup.sandbox import Slapd, stoney_schema_path
+
+
+def _serve(server: Slapd) -> Iterator[Slapd]:
+    """Start a sandbox with its base entries, yield it, always stop it."""
+    try:
+        server.start()
+        server.add_base()
+        yield server
+    finally:
+        server.stop()
+
+
+def _fresh(server: Slapd) -> Slapd:
+    """Make sure the session server runs and has no accounts left from earlier tests."""
+    if not server.is_running():  # a fault test stopped it
+        server.start()
+    server.add_base()
+    server.clear_accounts()
+    return server
+
+
+@pytest.fixture(scope="session")
+def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
+    """The session's slapd with provbackup.schema and TLS; prefer ``ldap_server``."""
+    yield from _serve(Slapd(tmp_path_factory.mktemp("slapd"), tls=True))
+
+
+@pytest.fixture
+def ldap_server(slapd: Slapd) -> Slapd:
+    """The session slapd, running, with an empty ``accounts_dn``."""
+    return _fresh(slapd)
+
+
+@pytest.fixture(scope="session")
+def stoney_slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
+    """A session slapd with the stoney cloud's real sst.schema instead of ours."""
+    schema = stoney_schema_path()
+    if schema is None:
+        pytest.skip(
+            "stoney schema not found: set PROVBACKUP_STONEY_SCHEMA or put "
+            "shared/reference/sst.schema beside the repository"
+        )
+    yield from _serve(Slapd(tmp_path_factory.mktemp("stoney-slapd"), schema_files=[schema]))
+
+
+@pytest.fixture
+def stoney_ldap_server(stoney_slapd: Slapd) -> Slapd:
+    """The stoney-schema slapd, running, with an empty ``accounts_dn``."""
+    return _fresh(stoney_slapd)

@@ -1,0 +1,173 @@
+"""Helpers shared by the end-to-end tests: configs for the sandbox slapd, running
+the CLI (in process through click's CliRunner, or as a real subprocess),
+reading entries back and fingerprinting a directory tree."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from provbackup.__main__ import cli
+from provbackup.sandbox import Slapd
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Setup:
+    """A test's configuration file and the paths it names."""
+
+    config: Path
+    root: Path
+    lock_file: Path
+    status_file: Path
+    quota_log: Path
+
+
+def write_config(tmp_path: Path, server: Slapd | None, extra: str = "", **ldap: str) -> Setup:
+    """Write a configuration for ``server`` with everything else under ``tmp_path``.
+
+    ``extra`` is appended verbatim (more sections); ``ldap`` overrides
+    ``[ldap]`` keys. The quota command is a recording script that appends
+    its arguments to ``quota.log``.
+    """
+    root = tmp_path / "backup"
+    root.mkdir(exist_ok=True)
+    quota_log = tmp_path / "quota.log"
+    recorder = tmp_path / "record-quota"
+    recorder.write_text(f'#!/bin/sh\necho "$@" >> {quota_log}\n')
+    recorder.chmod(0o755)
+    settings = dict(server.ldap_settings()) if server else {}
+    settings.update({"attempts": "1", "retry_delay": "0", "timeout": "5"})
+    settings.update(ldap)
+    ldap_text = "".join(f"{key} = {value}\n" for key, value in settings.items())
+    lock_file = tmp_path / "run" / "provbackup.lock"
+    status_file = tmp_path / "status" / "status.json"
+    sections = {
+        "backup": f"root = {root}\n",
+        "quota": f"command = {recorder} {{uid}} {{uidnumber}} {{gidnumber}} "
+        f"{{quota_bytes}} {{quota_kib}} {{filesystem}}\nfilesystem = /srv\n",
+        "delete": "quarantine_days = 0\n",
+        "run": f"lock_file = {lock_file}\nstatus_file = {status_file}\n",
+    }
+    text = f"[ldap]\n{ldap_text}"
+    extra_sections = {}
+    current = None
+    for line in extra.splitlines():
+        if line.startswith("["):
+            current = line.strip()[1:-1]
+            extra_sections[current] = ""
+        elif current is not None:
+            extra_sections[current] += line + "\n"
+    for name, body in extra_sections.items():
+        if name in sections:
+            keys = {line.split("=")[0].strip() for line in body.splitlines() if "=" in line}
+            kept = [
+                line
+                for line in sections[name].splitlines()
+                if line.split("=")[0].strip() not in keys
+            ]
+            sections[name] = "".join(line + "\n" for line in kept) + body
+        else:
+            sections[name] = body
+    for name, body in sections.items():
+        text += f"[{name}]\n{body}"
+    config = tmp_path / "provbackup.conf"
+    config.write_text(text)
+    return Setup(config, root, lock_file, status_file, quota_log)
+
+
+@dataclass
+class Result:
+    """What a command did: exit code, stdout, stderr."""
+
+    code: int
+    out: str
+    err: str
+
+
+def run(setup: Setup | Path, *arguments: str) -> Result:
+    """Run ``provbackup --config ... ARGUMENTS`` in this process with click's CliRunner."""
+    config = setup.config if isinstance(setup, Setup) else setup
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--config", str(config), *arguments], catch_exceptions=False)
+    return Result(result.exit_code, result.stdout, result.stderr)
+
+
+def run_process(setup: Setup | Path, *arguments: str, timeout: float = 120) -> Result:
+    """Run ``python -m provbackup --config ... ARGUMENTS`` as a real subprocess."""
+    config = setup.config if isinstance(setup, Setup) else setup
+    environment = {**os.environ, "PYTHONPATH": str(REPOSITORY)}
+    environment.pop("PROVBACKUP_CONFIG", None)
+    completed = subprocess.run(
+        [sys.executable, "-m", "provbackup", "--config", str(config), *arguments],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=timeout,
+        check=False,
+    )
+    return Result(completed.returncode, completed.stdout, completed.stderr)
+
+
+def read_entry(server: Slapd, dn: str) -> dict[str, list[str]]:
+    """Return the entry's attributes (lower-cased names, string values); {} when absent."""
+    connection = server.connection()
+    try:
+        if not connection.search(dn, "(objectClass=*)", search_scope="BASE", attributes=["*"]):
+            return {}
+        entry = connection.response[0]
+        return {
+            name.lower(): [value.decode() for value in values]
+            for name, values in entry["raw_attributes"].items()
+        }
+    finally:
+        connection.unbind()
+
+
+def modify_entry(server: Slapd, dn: str, replace: dict[str, list[str]]) -> None:
+    """Replace attributes of ``dn`` as the directory's administrator would."""
+    import ldap3
+
+    connection = server.connection()
+    try:
+        changes = {name: [(ldap3.MODIFY_REPLACE, values)] for name, values in replace.items()}
+        assert connection.modify(dn, changes), connection.result
+    finally:
+        connection.unbind()
+
+
+def fingerprint(top: Path) -> dict[str, tuple]:
+    """Map every path below ``top`` to (type, mode, uid, gid, content hash or link target).
+
+    Never follows symlinks; used to prove a tree is unchanged or identical.
+    """
+    result: dict[str, tuple] = {}
+    if not os.path.lexists(top):
+        return result
+    for directory, names, files in os.walk(top, followlinks=False):
+        for name in sorted(names + files):
+            path = os.path.join(directory, name)
+            info = os.lstat(path)
+            if stat.S_ISLNK(info.st_mode):
+                content = os.readlink(path)
+            elif stat.S_ISREG(info.st_mode):
+                content = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+            else:
+                content = ""
+            relative = os.path.relpath(path, top)
+            result[relative] = (
+                stat.S_IFMT(info.st_mode),
+                stat.S_IMODE(info.st_mode),
+                info.st_uid,
+                info.st_gid,
+                content,
+            )
+    return result

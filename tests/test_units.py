@@ -1,0 +1,248 @@
+"""The shipped cron.d file and systemd units (cron/).
+
+systemd-analyze verify checks the service and timer as systemd would load
+them (skipped only where systemd-analyze is not installed); the cron line is
+checked for cron.d syntax and run through /bin/sh the way cron runs it, to
+prove it is silent on exit 0 and 75 and prints everything otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from provbackup.config import BackupConfig, RunConfig
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+UNITS = REPOSITORY / "cron"
+MAN = REPOSITORY / "man"
+INSTALLED_BINARY = "/usr/local/bin/provbackup"
+
+
+def unit_settings(path: Path) -> dict[str, list[str]]:
+    """``Key`` → every value it is given in the unit file (sections ignored)."""
+    settings: dict[str, list[str]] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";", "[")):
+            continue
+        key, _, value = line.partition("=")
+        settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+def words(settings: dict[str, list[str]], key: str) -> list[str]:
+    """Every space-separated word given to ``key``."""
+    return [word for value in settings.get(key, []) for word in value.split()]
+
+
+def test_service_is_a_sandboxed_oneshot_that_can_write_what_provbackup_writes():
+    service = unit_settings(UNITS / "provbackup.service")
+
+    assert service["Type"] == ["oneshot"]
+    assert service["ExecStart"] == [f"{INSTALLED_BINARY} -q process"]
+    assert "75" in words(service, "SuccessExitStatus"), "a held lock is not a failure"
+    assert service["ProtectSystem"] == ["strict"]
+    for key in ("PrivateTmp", "NoNewPrivileges", "ProtectHome", "ProtectKernelTunables",
+                "ProtectKernelModules", "ProtectControlGroups", "RestrictSUIDSGID"):  # fmt: skip
+        assert service[key] == ["yes"], key
+    assert set(words(service, "RestrictAddressFamilies")) == {"AF_UNIX", "AF_INET", "AF_INET6"}
+    capabilities = set(words(service, "CapabilityBoundingSet"))
+    assert {"CAP_CHOWN", "CAP_FOWNER", "CAP_DAC_OVERRIDE", "CAP_SYS_ADMIN"} <= capabilities
+    assert "quotactl" in words(service, "SystemCallFilter")
+    # Everything the default configuration writes must be writable in the sandbox.
+    writable = {Path(path.lstrip("-")) for path in words(service, "ReadWritePaths")}
+    writable |= {Path("/var/lib") / name for name in words(service, "StateDirectory")}
+    assert BackupConfig().root in writable
+    assert RunConfig().lock_file.parent in writable
+    assert RunConfig().status_file.parent in writable
+
+
+def test_timer_runs_the_service_every_five_minutes():
+    timer = unit_settings(UNITS / "provbackup.timer")
+
+    assert timer["OnCalendar"] == ["*:0/5"]
+    assert timer["Persistent"] == ["true"]
+    assert timer["RandomizedDelaySec"] == ["30"]
+    assert timer["Unit"] == ["provbackup.service"]
+    assert timer["WantedBy"] == ["timers.target"]
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze absent")
+def test_systemd_analyze_verify_accepts_service_and_timer(tmp_path):
+    # verify insists that ExecStart's binary exists: point it at the checkout's.
+    binary = REPOSITORY / "bin" / "provbackup"
+    assert binary.stat().st_mode & stat.S_IXUSR
+    units = tmp_path / "units"
+    units.mkdir()
+    service = (UNITS / "provbackup.service").read_text()
+    assert f"ExecStart={INSTALLED_BINARY} " in service
+    (units / "provbackup.service").write_text(
+        service.replace(f"ExecStart={INSTALLED_BINARY} ", f"ExecStart={binary} ")
+    )
+    shutil.copy(UNITS / "provbackup.timer", units / "provbackup.timer")
+    # Documentation=man:... is checked too, against the pages in man/.
+    manpath = tmp_path / "manpath"
+    for page in MAN.glob("provbackup*.[0-9]"):
+        section = manpath / f"man{page.suffix[1:]}"
+        section.mkdir(parents=True, exist_ok=True)
+        (section / page.name).symlink_to(page)
+    options = [] if shutil.which("man") else ["--man=no"]
+
+    result = subprocess.run(
+        ["systemd-analyze", "verify", *options,
+         str(units / "provbackup.service"), str(units / "provbackup.timer")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MANPATH": str(manpath)},
+        timeout=120,
+        check=False,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout + result.stderr == "", "no warnings either"
+
+
+def cron_jobs() -> tuple[dict[str, str], list[list[str]]]:
+    """The cron.d file's variables and job lines (5 time fields, user, command)."""
+    variables: dict[str, str] = {}
+    jobs: list[list[str]] = []
+    for line in (UNITS / "provbackup.cron").read_text().splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if re.fullmatch(r"[A-Z_]+=.*", line):
+            name, _, value = line.partition("=")
+            variables[name] = value
+            continue
+        jobs.append(line.split(None, 6))
+    return variables, jobs
+
+
+def test_cron_file_syntax():
+    variables, jobs = cron_jobs()
+
+    assert variables["SHELL"] == "/bin/sh"
+    assert len(jobs) == 1
+    (fields,) = jobs
+    assert len(fields) == 7, "5 time fields, the user and the command"
+    assert fields[:5] == ["*/5", "*", "*", "*", "*"]
+    assert fields[5] == "root"
+    command = fields[6]
+    assert f"{INSTALLED_BINARY} -q process" in command
+    # A bare % ends cron's command line; every one must be escaped.
+    assert re.search(r"(?<!\\)%", command) is None
+
+
+def cron_command(binary: str) -> str:
+    """The job's command as cron hands it to the shell, running ``binary`` instead."""
+    _, [fields] = cron_jobs()
+    return fields[6].replace("\\%", "%").replace(INSTALLED_BINARY, binary)
+
+
+def run_like_cron(command: str) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` as cron does: /bin/sh -c, stdout and stderr both mailed."""
+    variables, _ = cron_jobs()
+    return subprocess.run(
+        [variables["SHELL"], "-c", command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={"PATH": variables["PATH"], "HOME": "/root", "LANG": "C"},
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "mailed"), [(0, False), (75, False), (1, True), (69, True), (78, True)]
+)
+def test_cron_line_is_quiet_unless_the_run_went_wrong(tmp_path, exit_code, mailed):
+    program = tmp_path / "provbackup"
+    program.write_text(
+        "#!/bin/sh\n"
+        'echo "args: $*"\n'
+        'echo "failed  add  3723707  uid=3723707,dc=example,dc=org: 100% disk"\n'
+        'echo "provbackup: error: something" >&2\n'
+        f"exit {exit_code}\n"
+    )
+    program.chmod(0o755)
+
+    result = run_like_cron(cron_command(str(program)))
+
+    if mailed:
+        assert result.stdout == (
+            "args: -q process\n"
+            "failed  add  3723707  uid=3723707,dc=example,dc=org: 100% disk\n"
+            "provbackup: error: something\n"
+            f"provbackup process exited with status {exit_code}\n"
+        )
+    else:
+        assert result.stdout == ""
+
+
+def real_provbackup(tmp_path: Path, config: Path) -> str:
+    """A wrapper running this checkout's provbackup with ``config``."""
+    wrapper = tmp_path / "provbackup"
+    wrapper.write_text(
+        f"#!/bin/sh\nPYTHONPATH={REPOSITORY} exec {sys.executable} -m provbackup "
+        f'--config {config} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+def config_file(tmp_path: Path) -> Path:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    config = tmp_path / "provbackup.conf"
+    config.write_text(
+        f"[ldap]\nuri = ldap://127.0.0.1:{closed_port}\nbase_dn = dc=example,dc=org\n"
+        "start_tls = no\nattempts = 1\nretry_delay = 0\ntimeout = 2\n"
+        f"[backup]\nroot = {tmp_path / 'backup'}\n"
+        f"[run]\nlock_file = {tmp_path / 'provbackup.lock'}\n"
+        f"status_file = {tmp_path / 'status.json'}\n"
+    )
+    return config
+
+
+def test_cron_line_with_the_real_program_silences_a_held_lock(tmp_path):
+    import filelock
+
+    config = config_file(tmp_path)
+    command = cron_command(real_provbackup(tmp_path, config))
+    lock = filelock.FileLock(str(tmp_path / "provbackup.lock"))
+
+    with lock:
+        direct = subprocess.run(
+            [real_provbackup(tmp_path, config), "-q", "process"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        through_cron = run_like_cron(command)
+
+    # provbackup itself does say so (stderr, exit 75) ...
+    assert direct.returncode == 75
+    assert "holds the lock" in direct.stderr
+    # ... and the cron line keeps it out of root's mailbox.
+    assert through_cron.stdout == ""
+    assert not (tmp_path / "status.json").exists(), "a locked-out run changes nothing"
+
+
+def test_cron_line_with_the_real_program_mails_an_unreachable_directory(tmp_path):
+    config = config_file(tmp_path)
+
+    result = run_like_cron(cron_command(real_provbackup(tmp_path, config)))
+
+    assert "LDAP unavailable" in result.stdout
+    assert result.stdout.rstrip().endswith("provbackup process exited with status 69")
