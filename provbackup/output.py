@@ -59,10 +59,24 @@ def write_json_array(items: Iterator[dict[str, Any]], stream: IO[str]) -> int:
 
 
 def show_table(view: Any) -> str:
-    """One account: provisioning attributes, then the server side."""
+    """One account: provisioning attributes, then the server side and its paths."""
     provisioning = _tabulate([[key, value] for key, value in view.provisioning.items()], [])
-    server = _tabulate([[key, _plain(value)] for key, value in view.server.items()], [])
-    return f"{view.dn}\n\nprovisioning\n{provisioning}\n\nserver\n{server}"
+    server = dict(view.server)
+    paths = server.pop("entries", None)
+    text = f"{view.dn}\n\nprovisioning\n{provisioning}\n\nserver\n"
+    text += _tabulate([[key, _plain(value)] for key, value in server.items()], [])
+    if isinstance(paths, dict) and paths:
+        rows = []
+        for name, item in paths.items():
+            if not isinstance(item, dict):
+                rows.append([name, _plain(item), None, None, None])
+                continue
+            owner = (
+                f"{item['owner']}:{item['group']}" if "owner" in item and "group" in item else None
+            )
+            rows.append([name, item.get("type"), owner, item.get("mode"), item.get("path")])
+        text += "\n\n" + _tabulate(rows, ["path", "type", "owner", "mode", "location"])
+    return text
 
 
 def _plain(value: Any) -> Any:

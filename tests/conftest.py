@@ -58,7 +58,9 @@ def stoney_slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
             "stoney schema not found: set PROVBACKUP_STONEY_SCHEMA or put "
             "shared/reference/sst.schema beside the repository"
         )
-    yield from _serve(Slapd(tmp_path_factory.mktemp("stoney-slapd"), schema_files=[schema]))
+    yield from _serve(
+        Slapd(tmp_path_factory.mktemp("stoney-slapd"), schema_files=[schema], tls=True)
+    )
 
 
 @pytest.fixture

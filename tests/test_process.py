@@ -550,3 +550,40 @@ def test_scan_lists_only_entries_needing_attention(tmp_path, ldap_server):
     ]
     table = run(setup, "scan").out
     assert "failed (20)" in table and "4000400" not in table
+
+
+def test_against_the_stoney_cloud_schema_with_its_documented_example(tmp_path, stoney_ldap_server):
+    """The real sst.schema: INTEGER execution date, sstProvisioning class, jailkit home."""
+    server = stoney_ldap_server
+    setup = write_config(tmp_path, server)
+    home = jailkit_home_directory(setup.root, "3723707")
+    dn, attributes = account_entry(
+        "3723707", base_dn=server.accounts_dn, home_directory=home, quota=10 * 2**30
+    )
+    assert "posixAccount" in attributes["objectClass"]
+    assert "sstProvisioning" in attributes["objectClass"]
+    later_dn, later = account_entry(
+        "3723708", base_dn=server.accounts_dn, date=today(2),
+        home_directory=jailkit_home_directory(setup.root, "3723708"),
+    )  # fmt: skip
+    server.add_entries([(dn, attributes), (later_dn, later)])
+
+    result = run(setup, "process")
+
+    assert result.code == 0, result.err
+    entry = read_entry(server, dn)
+    assert entry["sstprovisioningmode"] == ["added"]
+    assert TIMESTAMP.fullmatch(entry["sstprovisioningstate"][0])
+    assert entry["sstprovisioningexecutiondate"] == ["0"]
+    assert entry["sstprovisioningreturnvalue"] == ["0"]
+    assert (setup.root / "7/707/723/3723707/chroot/home/3723707/incoming").is_dir()
+    assert read_entry(server, later_dn)["sstprovisioningmode"] == ["add"]
+
+    modify_entry(server, dn, {"sstProvisioningMode": ["modify"], "sstProvisioningState": ["0"],
+                              "sstIsActive": ["FALSE"]})  # fmt: skip
+    assert run(setup, "process").code == 0
+    assert read_entry(server, dn)["sstprovisioningmode"] == ["modified"]
+    modify_entry(server, dn, {"sstProvisioningMode": ["delete"], "sstProvisioningState": ["0"]})
+    assert run(setup, "process").code == 0
+    assert read_entry(server, dn)["sstprovisioningmode"] == ["deleted"]
+    assert not (setup.root / "7/707/723/3723707").exists()
