@@ -104,6 +104,7 @@ class LogConfig:
     """``[log]``: where logs go besides stderr."""
 
     syslog: bool = False
+    syslog_socket: Path = Path("/dev/log")
     facility: str = "daemon"
     level: str = "info"
 
@@ -164,7 +165,7 @@ KNOWN_KEYS: dict[str, tuple[str, ...]] = {
     "quota": ("command", "filesystem"),
     "delete": ("quarantine_days", "max_per_run"),
     "run": ("lock_file", "status_file", "max_status_age"),
-    "log": ("syslog", "facility", "level"),
+    "log": ("syslog", "syslog_socket", "facility", "level"),
     "mail": (
         "to", "from", "host", "port", "starttls", "username", "password", "password_file",
         "subject", "timeout",
@@ -369,6 +370,7 @@ class _Reader:
         section = "log"
         return LogConfig(
             syslog=self.get(section, "syslog", _boolean, False),
+            syslog_socket=self.get(section, "syslog_socket", _absolute_path, Path("/dev/log")),
             facility=self.get(section, "facility", _choice(SYSLOG_FACILITIES), "daemon"),
             level=self.get(
                 section, "level", _choice(("debug", "info", "warning", "error")), "info"

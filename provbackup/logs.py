@@ -55,15 +55,16 @@ def setup_logging(verbosity: int, *, json_lines: bool = False) -> None:
     logging.getLogger("filelock").setLevel(logging.WARNING)
 
 
-def add_syslog(facility: str, level: str = "info") -> None:
-    """Also log to the local syslog socket with the tool's name as tag.
+def add_syslog(facility: str, level: str = "info", address: str = "/dev/log") -> None:
+    """Also log to the syslog socket ``address`` with the tool's name as tag.
 
-    A missing syslog socket (a container, a test machine) is reported on
-    stderr once and otherwise ignored.
+    Takes the facility name, the lowest level sent and the socket path. A
+    missing socket (a container, a test machine) is reported on stderr once
+    and otherwise ignored: logging must never stop a run.
     """
-    address = "/dev/log" if os.path.exists("/dev/log") else None
-    if address is None:
-        logging.getLogger(__name__).warning("syslog requested but /dev/log does not exist")
+    logger = logging.getLogger(__name__)
+    if not os.path.exists(address):
+        logger.warning("syslog requested but %s does not exist", address)
         return
     try:
         handler = logging.handlers.SysLogHandler(
@@ -71,7 +72,7 @@ def add_syslog(facility: str, level: str = "info") -> None:
             facility=logging.handlers.SysLogHandler.facility_names[facility],
         )
     except OSError as error:
-        logging.getLogger(__name__).warning("cannot open syslog: %s", error)
+        logger.warning("cannot open syslog at %s: %s", address, error)
         return
     handler._provbackup = True  # type: ignore[attr-defined]
     handler.ident = f"{TAG}[{os.getpid()}]: "

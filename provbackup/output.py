@@ -105,3 +105,43 @@ def reset_table(dn: str, before: Request, after: Request) -> str:
         for name, old, new in zip(names, values(before), values(after), strict=True)
     ]
     return f"{dn}\n" + _tabulate(rows, ["attribute", "before", "after"])
+
+
+class Progress:
+    """``done/total`` on one rewritten line of a terminal; silent anywhere else.
+
+    Takes the stream (stderr) and whether it may show at all (not with
+    ``-q``). Under cron or a timer the stream is no terminal, so nothing is
+    written and logs stay clean.
+    """
+
+    def __init__(self, stream: IO[str], enabled: bool = True) -> None:
+        self.stream = stream
+        self.enabled = enabled and stream.isatty()
+        self.total: int | None = None
+        self.done = 0
+        self.shown = False
+
+    def start(self, total: int | None) -> None:
+        """Set how many items are expected (None: unknown, count only)."""
+        self.total = total
+
+    def step(self, count: int = 1) -> None:
+        """Count ``count`` more items done and redraw, at most every 1% or 100 items."""
+        self.done += count
+        if not self.enabled:
+            return
+        every = max(1, min(100, (self.total or 0) // 100))
+        if self.done % every and self.done != self.total:
+            return
+        of_total = f"/{self.total}" if self.total else ""
+        self.stream.write(f"\r\033[K{self.done}{of_total}")
+        self.stream.flush()
+        self.shown = True
+
+    def clear(self) -> None:
+        """Erase the progress line, so what follows starts on a clean line."""
+        if self.shown:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+            self.shown = False

@@ -155,13 +155,15 @@ def process(
     allow_mass_delete: bool = False,
     clock: Clock = utc_now,
     on_outcome: Callable[[EntryOutcome], None] | None = None,
+    on_selected: Callable[[int], None] | None = None,
 ) -> RunReport:
     """Process the due entries once.
 
     Takes the configuration and the command's options (``dn``/``uid``
     narrow the run to one entry, ``limit`` caps the entries worked on,
     ``wait`` is how long to wait for the run lock). ``clock`` returns the
-    aware current time; ``on_outcome`` is called as each entry ends.
+    aware current time; ``on_selected`` is called with the number of due
+    entries about to be worked on, ``on_outcome`` as each entry ends.
     Returns the :class:`RunReport` (its ``exit_code`` is 1 when an entry
     failed). Raises LockHeldError (75) when another run holds the lock,
     LdapUnavailableError (69) when LDAP cannot be reached, ConfigError.
@@ -173,7 +175,17 @@ def process(
     with lock, _signals_stop(stop):
         try:
             _run(
-                config, report, stop, dry_run, dn, uid, limit, allow_mass_delete, clock, on_outcome
+                config,
+                report,
+                stop,
+                dry_run,
+                dn,
+                uid,
+                limit,
+                allow_mass_delete,
+                clock,
+                on_outcome,
+                on_selected,
             )
         except ProvbackupError as error:
             report.exit_code = error.exit_code
@@ -202,6 +214,7 @@ def _run(
     allow_mass_delete: bool,
     clock: Clock,
     on_outcome: Callable[[EntryOutcome], None] | None,
+    on_selected: Callable[[int], None] | None,
 ) -> None:
     def record(outcome: EntryOutcome) -> None:
         report.outcomes.append(outcome)
@@ -215,6 +228,8 @@ def _run(
             if limit is not None and len(due) > limit:
                 log.info("--limit %d: %d due entries left for a later run", limit, len(due) - limit)
                 due = due[:limit]
+            if on_selected is not None:
+                on_selected(len(due))
             worker = _Worker(config, directory, dry_run, clock)
             stack.callback(worker.close)
             for item in due:

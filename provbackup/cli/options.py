@@ -29,7 +29,7 @@ class Settings:
 
         config = load_config(self.config_path)
         if config.log.syslog:
-            add_syslog(config.log.facility, config.log.level)
+            add_syslog(config.log.facility, config.log.level, str(config.log.syslog_socket))
         return config
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import click
 
@@ -44,11 +45,18 @@ def process_command(
     exits 1 if any entry failed.
     """
     from provbackup.actions.process import process
-    from provbackup.output import outcome_line
+    from provbackup.output import Progress, outcome_line
 
     if dn is not None and uid is not None:
         raise click.UsageError("give at most one of --dn and --uid")
     config = settings.load()
+    progress = Progress(sys.stderr, enabled=settings.verbosity >= 0)
+
+    def show(outcome) -> None:
+        progress.clear()
+        click.echo(outcome_line(outcome))
+        progress.step()
+
     report = process(
         config,
         dry_run=dry_run,
@@ -57,8 +65,10 @@ def process_command(
         limit=limit,
         wait=wait,
         allow_mass_delete=allow_mass_delete,
-        on_outcome=lambda outcome: click.echo(outcome_line(outcome)),
+        on_outcome=show,
+        on_selected=progress.start,
     )
+    progress.clear()
     summary = report.summary()
     if report.outcomes or dry_run:
         click.echo(summary)

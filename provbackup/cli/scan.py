@@ -19,12 +19,22 @@ def scan_command(settings: Settings, as_json: bool) -> int:
     interrupted ones, and entries whose provisioning attributes are invalid.
     """
     from provbackup.actions.scan import scan
-    from provbackup.output import scan_table, write_json_array
+    from provbackup.output import Progress, scan_table, write_json_array
 
     config = settings.load()
-    rows = scan(config)
+    progress = Progress(sys.stderr, enabled=settings.verbosity >= 0)
+
+    def counted(rows):
+        for row in rows:
+            progress.step()
+            yield row
+
+    rows = counted(scan(config))
     if as_json:
         write_json_array((row.as_dict() for row in rows), sys.stdout)
+        progress.clear()
     else:
-        click.echo(scan_table(rows))
+        table = scan_table(rows)
+        progress.clear()
+        click.echo(table)
     return 0
