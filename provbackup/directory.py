@@ -302,8 +302,18 @@ def _open(config: LdapConfig, uri: str) -> ldap3.Connection:
             read_only=False,
         )
         connection.open()
-        if config.start_tls and scheme == "ldap" and not connection.start_tls():
-            raise _ConnectFailed(f"{uri}: StartTLS refused: {connection.result}")
+        if config.start_tls and scheme == "ldap":
+            try:
+                started = connection.start_tls()
+            except ldap_exceptions.LDAPStartTLSError as error:
+                raise _ConnectFailed(f"{uri}: StartTLS failed: {_describe(error)}") from None
+            if not started:
+                result = connection.result or {}
+                raise _ConnectFailed(
+                    f"{uri}: the server refused StartTLS ({result.get('description')}); "
+                    "configure TLS on the server, use ldaps://, or set [ldap] start_tls = no "
+                    "for a trusted local link"
+                )
     except _ConnectFailed:
         raise
     except (ldap_exceptions.LDAPException, OSError, ssl.SSLError) as error:
@@ -325,6 +335,11 @@ def _open(config: LdapConfig, uri: str) -> ldap3.Connection:
 
 def _describe(error: BaseException) -> str:
     text = str(error)
+    if "startTLS failed - protocolError" in text:
+        return (
+            "the server does not offer StartTLS; configure TLS on the server, use ldaps://, "
+            "or set [ldap] start_tls = no for a trusted local link"
+        )
     if "certificate verify failed" in text or "CERTIFICATE_VERIFY_FAILED" in text:
         return "TLS certificate verification failed (check [ldap] ca_file): " + text
     return text or type(error).__name__
