@@ -114,6 +114,23 @@ class Account:
     active: bool
 
 
+class _Collector:
+    """Runs readers and keeps every InvalidEntryError, so all problems are reported at once."""
+
+    def __init__(self) -> None:
+        self.errors: list[InvalidEntryError] = []
+        self.messages: list[str] = []
+
+    def attempt(self, function, *arguments):
+        """Return ``function(*arguments)``, or None after recording its InvalidEntryError."""
+        try:
+            return function(*arguments)
+        except InvalidEntryError as error:
+            self.errors.append(error)
+            self.messages.append(str(error))
+            return None
+
+
 def read_request(entry: LdapEntry, date_attribute: str = "auto") -> Request:
     """Read the provisioning attributes of ``entry``.
 
@@ -121,15 +138,9 @@ def read_request(entry: LdapEntry, date_attribute: str = "auto") -> Request:
     carries) or one of the two names. Never raises for bad values: the
     problem is returned in ``Request.problem`` so a listing can show it.
     """
-    problems: list[str] = []
-
-    def attempt(function, *arguments):
-        try:
-            return function(*arguments)
-        except InvalidEntryError as error:
-            problems.append(str(error))
-            return None
-
+    collector = _Collector()
+    attempt = collector.attempt
+    problems = collector.messages
     uid = attempt(entry.single, "uid")
     mode = attempt(entry.single, MODE)
     state = attempt(entry.single, STATE)
@@ -177,15 +188,9 @@ def read_account(
     account. Returns the :class:`Account`. Raises InvalidEntryError naming
     every bad attribute and value.
     """
-    problems: list[InvalidEntryError] = []
-
-    def attempt(function, *arguments):
-        try:
-            return function(*arguments)
-        except InvalidEntryError as error:
-            problems.append(error)
-            return None
-
+    collector = _Collector()
+    attempt = collector.attempt
+    problems = collector.errors
     uid = attempt(_read_uid, entry)
     uid_number = attempt(_read_id, entry, "uidNumber", min_uid)
     gid_number = attempt(_read_id, entry, "gidNumber", min_uid)
