@@ -12,9 +12,10 @@ import difflib
 import os
 import shlex
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from provbackup.errors import ConfigError
@@ -133,7 +134,8 @@ class MailConfig:
 class HooksConfig:
     """``[hooks]``: site commands run around the work on an entry."""
 
-    commands: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # A read-only mapping, so the frozen config cannot be changed through it.
+    commands: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
     timeout: float = 300.0
 
 
@@ -400,7 +402,8 @@ class _Reader:
             if command is not None:
                 commands[name] = command
         return HooksConfig(
-            commands=commands, timeout=self.get(section, "timeout", _positive_float, 300.0)
+            commands=MappingProxyType(commands),
+            timeout=self.get(section, "timeout", _positive_float, 300.0),
         )
 
 
