@@ -8,6 +8,7 @@ shown as a placeholder), so an operator can replay it by hand.
 from __future__ import annotations
 
 import logging
+import re
 import shlex
 import ssl
 import time
@@ -341,5 +342,17 @@ def _describe(error: BaseException) -> str:
             "or set [ldap] start_tls = no for a trusted local link"
         )
     if "certificate verify failed" in text or "CERTIFICATE_VERIFY_FAILED" in text:
-        return "TLS certificate verification failed (check [ldap] ca_file): " + text
+        reason = re.search(r"certificate verify failed: ([^(]+?)\s*\(", text)
+        return "TLS certificate verification failed (check [ldap] ca_file): " + (
+            reason.group(1) if reason else text
+        )
+    if "doesn't match any name in" in text:
+        # ldap3 dumps the whole certificate here; name what it holds and what was asked.
+        names = re.findall(r"\('(?:DNS|IP Address)', '([^']*)'\)", text)
+        wanted = re.search(r"doesn't match any name in \[([^\]]*)\]", text)
+        return (
+            f"TLS certificate is for {', '.join(names) or 'another host'}, not "
+            f"{wanted.group(1).strip() if wanted else 'this host'}: use a host name the "
+            "certificate names in [ldap] uri"
+        )
     return text or type(error).__name__

@@ -15,6 +15,9 @@ EXIT_SOFTWARE = 70
 EXIT_LDAP_UNAVAILABLE = 69
 EXIT_LOCKED = 75
 EXIT_CONFIG = 78
+# A ``process`` run stopped by SIGTERM/SIGINT exits with 128 + the signal's
+# number (143, 130), as a shell reports a command a signal ended.
+SIGNAL_EXIT_BASE = 128
 
 
 class ProvbackupError(Exception):

@@ -11,6 +11,34 @@ import sys
 TAG = "provbackup"
 
 
+def escape_control(text: str) -> str:
+    """Return ``text`` with every non-printable character as a Python escape (``\\n``, ``\\x1b``).
+
+    Directory values are hostile input: a newline in a DN would start a
+    forged log line, an escape sequence would drive the operator's terminal.
+    Printable text (the usual case) is returned unchanged.
+    """
+    if text.isprintable():
+        return text
+    return "".join(
+        character if character.isprintable() else ascii(character)[1:-1] for character in text
+    )
+
+
+class LineFormatter(logging.Formatter):
+    """``LEVEL: message``, the message kept on one line (see :func:`escape_control`).
+
+    A traceback (``-v``) still follows on its own lines: it is ours, not the directory's.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("%(levelname)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_control(record.message)
+        return super().formatMessage(record)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line, for log shippers (``--log-json``)."""
 
@@ -47,7 +75,7 @@ def setup_logging(verbosity: int, *, json_lines: bool = False) -> None:
     if json_lines:
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        handler.setFormatter(LineFormatter())
     handler.setLevel(level)
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbosity > 0 else logging.INFO)
@@ -76,6 +104,6 @@ def add_syslog(facility: str, level: str = "info", address: str = "/dev/log") ->
         return
     handler._provbackup = True  # type: ignore[attr-defined]
     handler.ident = f"{TAG}[{os.getpid()}]: "
-    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    handler.setFormatter(LineFormatter())
     handler.setLevel(getattr(logging, level.upper()))
     logging.getLogger().addHandler(handler)

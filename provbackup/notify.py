@@ -80,12 +80,15 @@ def failure_body(report: FailureReport, hostname: str) -> str:
         f"Summary:      {report.summary()}",
         "",
     ]
+    from provbackup.logs import escape_control
+
     for number, item in enumerate(failed, start=1):
+        # uid, DN and message come from the directory: one line each, whatever they hold.
         lines += [
-            f"{number}. uid {item.uid or '(unknown)'}",
-            f"   DN:           {item.dn}",
+            f"{number}. uid {escape_control(item.uid or '(unknown)')}",
+            f"   DN:           {escape_control(item.dn)}",
             f"   action:       {item.action or '(none)'}",
-            f"   error:        {item.message}",
+            f"   error:        {escape_control(item.message)}",
         ]
         if item.return_value is not None:
             lines.append(f"   return value: {item.return_value}")

@@ -7,21 +7,31 @@ from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 from provbackup.entry import Request
+from provbackup.logs import escape_control
 
 
 def _tabulate(rows: list[list[Any]], headers: list[str]) -> str:
     from tabulate import tabulate
 
+    # Cells hold directory values: a newline or escape sequence in one must not
+    # break the table or drive the terminal.
+    rows = [
+        [escape_control(cell) if isinstance(cell, str) else cell for cell in row] for row in rows
+    ]
     return tabulate(rows, headers=headers, tablefmt="simple", missingval="-")
 
 
 def outcome_line(outcome: Any) -> str:
     """One line for a processed entry: outcome, action, uid, DN, and why if not done."""
-    line = f"{outcome.outcome:<8} {outcome.action or '-':<7} {outcome.uid or '-':<12} {outcome.dn}"
-    if outcome.outcome in ("failed", "skipped") and outcome.message:
-        line += f": {outcome.message}"
+    # uid, DN and message come from the directory: escaped so each stays on its line.
+    uid, dn = escape_control(outcome.uid or "-"), escape_control(outcome.dn)
+    line = f"{outcome.outcome:<8} {outcome.action or '-':<7} {uid:<12} {dn}"
+    if outcome.outcome in ("failed", "skipped", "interrupted") and outcome.message:
+        line += f": {escape_control(outcome.message)}"
     elif outcome.outcome == "would" and outcome.message:
-        line += "\n" + "\n".join(f"    {part}" for part in outcome.message.split("; "))
+        line += "\n" + "\n".join(
+            f"    {escape_control(part)}" for part in outcome.message.split("; ")
+        )
     return line
 
 
@@ -63,7 +73,7 @@ def show_table(view: Any) -> str:
     provisioning = _tabulate([[key, value] for key, value in view.provisioning.items()], [])
     server = dict(view.server)
     paths = server.pop("entries", None)
-    text = f"{view.dn}\n\nprovisioning\n{provisioning}\n\nserver\n"
+    text = f"{escape_control(view.dn)}\n\nprovisioning\n{provisioning}\n\nserver\n"
     text += _tabulate([[key, _plain(value)] for key, value in server.items()], [])
     if isinstance(paths, dict) and paths:
         rows = []
@@ -104,7 +114,7 @@ def reset_table(dn: str, before: Request, after: Request) -> str:
         [name, old, new]
         for name, old, new in zip(names, values(before), values(after), strict=True)
     ]
-    return f"{dn}\n" + _tabulate(rows, ["attribute", "before", "after"])
+    return f"{escape_control(dn)}\n" + _tabulate(rows, ["attribute", "before", "after"])
 
 
 class Progress:

@@ -20,7 +20,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from provbackup.errors import EXIT_ENTRIES_FAILED, EXIT_OK, LdapUnavailableError
+from provbackup.errors import (
+    EXIT_ENTRIES_FAILED,
+    EXIT_OK,
+    SIGNAL_EXIT_BASE,
+    LdapUnavailableError,
+)
 from provbackup.state import Status
 
 if TYPE_CHECKING:
@@ -121,7 +126,8 @@ def evaluate(
       finished more than ``max_status_age`` seconds ago; or it ended with an
       exit code other than 0 and 1 (1 only means entries failed, which the
       counts already show, and which stays visible there until reset).
-    - WARNING: entries are overdue or interrupted.
+    - WARNING: entries are overdue or interrupted, or the last run was
+      stopped by SIGTERM/SIGINT (exit 128 + the signal, ``stopped_by_signal``).
     - UNKNOWN: the directory could not be read and the status file shows no
       critical problem of its own (a critical one is still reported).
     - OK otherwise.
@@ -130,6 +136,7 @@ def evaluate(
     critical_counts: list[str] = []
     warning_counts: list[str] = []
     run_problems: list[str] = []
+    run_warnings: list[str] = []
     perfdata: dict[str, str] = {}
 
     if counts is not None:
@@ -158,7 +165,12 @@ def evaluate(
         else:
             run_text = f"last run {_duration(age)} ago"
         exit_code = status.get("exit_code")
-        if exit_code not in (EXIT_OK, EXIT_ENTRIES_FAILED):
+        stopped = status.get("stopped_by_signal")
+        if stopped and isinstance(exit_code, int) and exit_code > SIGNAL_EXIT_BASE:
+            # Stopped on purpose (systemctl stop, a shutdown, Ctrl-C): the entry in hand
+            # was finished and the next run goes on, so a warning, not a failure.
+            run_warnings.append(f"last run stopped by {stopped}")
+        elif exit_code not in (EXIT_OK, EXIT_ENTRIES_FAILED):
             reason = status.get("error")
             run_problems.append(f"last run exited {exit_code}" + (f": {reason}" if reason else ""))
 
@@ -170,7 +182,7 @@ def evaluate(
 
     if critical_counts or run_problems:
         state = CheckState.CRITICAL
-    elif warning_counts:
+    elif warning_counts or run_warnings:
         state = CheckState.WARNING
     else:
         state = CheckState.OK
@@ -181,7 +193,7 @@ def evaluate(
             for name in (Status.DUE, Status.SCHEDULED)
             if counts.get(name, 0)
         ] or ["no entry needs attention"]
-    parts = [", ".join(entry_text), *run_problems] + ([run_text] if run_text else [])
+    parts = [", ".join(entry_text), *run_problems, *run_warnings] + ([run_text] if run_text else [])
     return CheckResult(state, "; ".join(parts), perfdata)
 
 

@@ -28,7 +28,11 @@ from provbackup.errors import (
     EXIT_ENTRIES_FAILED,
     EXIT_OK,
     RETURN_INTERNAL,
+    SIGNAL_EXIT_BASE,
+    ConfigError,
     EntryError,
+    InvalidEntryError,
+    LdapUnavailableError,
     ProvbackupError,
 )
 from provbackup.lock import run_lock
@@ -41,6 +45,9 @@ DONE = "done"
 FAILED = "failed"
 SKIPPED = "skipped"
 WOULD = "would"
+# LDAP went away with the entry in hand: it may be left in progress without a
+# return value (scan: interrupted); the message says where it stopped.
+INTERRUPTED = "interrupted"
 
 
 @dataclass
@@ -85,6 +92,8 @@ class RunReport:
         line = (
             f"{self.count(DONE)} done, {self.count(FAILED)} failed, {self.count(SKIPPED)} skipped"
         )
+        if self.count(INTERRUPTED):
+            line += f", {self.count(INTERRUPTED)} interrupted"
         if self.stopped_by_signal:
             line += f"; stopped by {self.stopped_by_signal}"
         return line
@@ -100,7 +109,7 @@ class RunReport:
             "exit_code": self.exit_code,
             "error": self.error,
             "stopped_by_signal": self.stopped_by_signal,
-            "counts": {name: self.count(name) for name in (DONE, FAILED, SKIPPED)},
+            "counts": {name: self.count(name) for name in (DONE, FAILED, SKIPPED, INTERRUPTED)},
             "ldap": self.ldap,
             "entries": [asdict(item) for item in self.outcomes],
         }
@@ -232,6 +241,8 @@ def _run(
                 on_selected(len(due))
             worker = _Worker(config, directory, dry_run, clock)
             stack.callback(worker.close)
+            if not dry_run:
+                worker.check_root()
             for item in due:
                 if stop.signal_name:
                     report.stopped_by_signal = stop.signal_name
@@ -241,7 +252,13 @@ def _run(
                         len(due) - len(report.outcomes),
                     )
                     break
-                record(worker.handle(item))
+                try:
+                    record(worker.handle(item))
+                except LdapUnavailableError as error:
+                    # Say in the report (and so the status file) where the entry in hand
+                    # was left, then end the run: nothing more can be claimed or recorded.
+                    record(worker.interrupted(item, error))
+                    raise
             if not dry_run and not stop.signal_name:
                 worker.purge_quarantine()
         finally:
@@ -250,7 +267,14 @@ def _run(
                 "entries_returned": directory.entries_returned,
                 "modifies": directory.modifies,
             }
-    if report.failed or report.stopped_by_signal:
+    if stop.signal_name and not report.stopped_by_signal:
+        # The signal came during the last entry (or the purge): still a stopped run.
+        report.stopped_by_signal = stop.signal_name
+    if report.stopped_by_signal:
+        # 128 + the signal's number, as a shell reports a command the signal ended:
+        # 143 for SIGTERM, 130 for SIGINT. Not 1: no entry failed because of it.
+        report.exit_code = SIGNAL_EXIT_BASE + signal.Signals[report.stopped_by_signal].value
+    elif report.failed:
         report.exit_code = EXIT_ENTRIES_FAILED
 
 
@@ -314,6 +338,9 @@ class _Worker:
         self.dry_run = dry_run
         self.clock = clock
         self.session = work.WorkSession(config)
+        # Where the entry in hand is, for interrupted(): claim, finish or record failure.
+        self.phase = "claim"
+        self.failure = ""
 
     def handle(self, item: _Due) -> EntryOutcome:
         started = time.monotonic()
@@ -325,12 +352,18 @@ class _Worker:
         dn, verb, uid = item.entry.dn, item.verb, item.request.uid
         if self.dry_run:
             return self._dry_run(item)
+        self.phase = "claim"
         claim = self.directory.modify(dn, state.claim_changes(verb))
         if not claim.ok:
             if claim.conflict:
                 log.info("%s: claimed or changed by someone else, skipped", dn)
                 return EntryOutcome(dn, uid, verb, SKIPPED, "claimed or changed by someone else")
             message = f"claim refused by the LDAP server: {claim.message}"
+            # The server refuses to modify an entry that breaks its schema (two values
+            # of a SINGLE-VALUE attribute, say): name the bad attribute and value too.
+            problem = self._problem(item)
+            if problem:
+                message += f"; the entry is invalid: {problem}"
             log.error("%s: %s", dn, message)
             return EntryOutcome(dn, uid, verb, FAILED, message)
         log.info("%s: %s → %s", dn, verb, state.IN_PROGRESS[verb])
@@ -347,6 +380,7 @@ class _Worker:
             )
         moment = self.clock()
         assert item.request.date_attribute is not None
+        self.phase = "finish"
         finish = self.directory.modify(
             dn, state.finish_changes(verb, item.request.date_attribute, moment)
         )
@@ -373,6 +407,52 @@ class _Worker:
         plan = planning.build(account, item.verb, self.config)
         return self.session.apply(plan)
 
+    def _problem(self, item: _Due) -> str | None:
+        """Return what makes the entry invalid (attribute and value), or None."""
+        try:
+            read_account(
+                item.entry,
+                min_uid=self.config.backup.min_uid,
+                default_retain=self.config.rsnapshot.retain,
+                for_delete=item.verb == "delete",
+            )
+        except InvalidEntryError as error:
+            return str(error)
+        return None
+
+    def interrupted(self, item: _Due, error: LdapUnavailableError) -> EntryOutcome:
+        """The outcome of the entry in hand when LDAP went away; logs it.
+
+        Takes the entry and the error. Which state the entry is left in
+        depends on how far it got, and LDAP cannot be asked: the message
+        says what scan will show and what to do.
+        """
+        verb = item.verb
+        in_progress = state.IN_PROGRESS[verb]
+        # A request sent before the connection broke (or timed out) may still have
+        # been applied, so the messages say what scan shows in either case.
+        if self.phase == "claim":
+            where = (
+                "LDAP was lost while claiming it, before any work on the server: if the claim "
+                f"got through, scan shows it interrupted ({in_progress!r}): reset it; else it "
+                "is still due and the next run does it"
+            )
+        elif self.phase == "finish":
+            where = (
+                f"the work on the server is done, but LDAP was lost while writing "
+                f"{state.DONE[verb]!r}: unless that got through, scan shows it interrupted "
+                f"({in_progress!r}): reset it (redoing the work is harmless)"
+            )
+        else:
+            where = (
+                f"the work failed ({self.failure}) and LDAP was lost while recording the "
+                f"failure: unless that got through (scan: failed), scan shows it interrupted "
+                f"({in_progress!r}): fix the cause, then reset it"
+            )
+        message = f"{where} ({error})"
+        log.error("%s: %s", item.entry.dn, message)
+        return EntryOutcome(item.entry.dn, item.request.uid, verb, INTERRUPTED, message)
+
     def _dry_run(self, item: _Due) -> EntryOutcome:
         dn, verb, uid = item.entry.dn, item.verb, item.request.uid
         try:
@@ -389,13 +469,32 @@ class _Worker:
     def _fail(self, item: _Due, message: str, return_value: int) -> EntryOutcome:
         dn, verb = item.entry.dn, item.verb
         log.error("%s: %s failed (return value %d): %s", dn, verb, return_value, message)
+        self.phase, self.failure = "record failure", message
         written = self.directory.modify(dn, state.failure_changes(verb, return_value))
         if not written.ok:
             log.error("%s: recording the failure in LDAP failed too: %s", dn, written.message)
         return EntryOutcome(dn, item.request.uid, verb, FAILED, message, return_value)
 
+    def check_root(self) -> None:
+        """Raise ConfigError (78) when ``[backup] root`` cannot be opened, before any claim.
+
+        An unmounted disk would otherwise fail every due entry, and each would
+        then wait for an operator's reset once the disk is back.
+        """
+        try:
+            self.session.check_root()
+        except EntryError as error:
+            raise ConfigError(
+                f"{self.config.source}: [backup] root: {error}; no entry was claimed"
+            ) from None
+
     def purge_quarantine(self) -> None:
-        self.session.purge_quarantine(self.clock())
+        try:
+            self.session.purge_quarantine(self.clock())
+        except EntryError as error:
+            # Housekeeping after the entries: their outcomes stand. Said at error
+            # level every run until fixed (a .deleted that is not a directory, say).
+            log.error("cannot purge the quarantine: %s", error)
 
     def close(self) -> None:
         self.session.close()

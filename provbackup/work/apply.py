@@ -341,6 +341,11 @@ class WorkSession:
         """Apply ``plan``; see :func:`apply_plan`."""
         return apply_plan(plan, self.config, tester=self.tester)
 
+    def check_root(self) -> None:
+        """Open the backup root once; raises WorkError when it is missing (not mounted?)."""
+        with open_root(self.config.backup.root):
+            pass
+
     def purge_quarantine(self, now: datetime) -> list[Path]:
         """Purge quarantined accounts older than ``[delete] quarantine_days``; see the function."""
         return purge_quarantine(self.config.backup.root, self.config.delete.quarantine_days, now)

@@ -69,6 +69,16 @@ def describe_kind(mode: int) -> str:
     return "special file"
 
 
+def naming(error: OSError, path: Path) -> OSError:
+    """Return ``error`` (same errno, so same subclass) naming ``path`` in full.
+
+    Calls relative to a directory descriptor name only the last component in
+    their errors, and fchown/write name nothing; an operator reading "No
+    space left on device" needs to know where.
+    """
+    return OSError(error.errno, error.strerror, str(path))
+
+
 def check_name(parent: Directory, name: str) -> None:
     """Raise UnsafePathError unless ``name`` is one plain path component."""
     if not name or name in (".", "..") or "/" in name or "\0" in name:
@@ -139,9 +149,14 @@ def ensure_directory(
         created = True
     except FileExistsError:
         pass
+    except OSError as error:
+        raise naming(error, parent.path / name) from None
     directory = open_directory(parent, name)
     try:
         changes = set_owner_and_mode(directory.fd, uid, gid, mode)
+    except OSError as error:
+        directory.close()
+        raise naming(error, directory.path) from None
     except BaseException:
         directory.close()
         raise
@@ -214,10 +229,13 @@ def replace_file(
     """
     check_name(parent, name)
     temporary = f"{TEMPORARY_PREFIX}{name}.{secrets.token_hex(6)}"
-    fd = os.open(
-        temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-        dir_fd=parent.fd,
-    )  # fmt: skip
+    try:
+        fd = os.open(
+            temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+            dir_fd=parent.fd,
+        )  # fmt: skip
+    except OSError as error:
+        raise naming(error, parent.path / name) from None
     try:
         try:
             if isinstance(source, bytes):
@@ -235,6 +253,11 @@ def replace_file(
         if before_rename is not None:
             before_rename(parent.path / temporary)
         _rename_over(parent, temporary, name)
+    except OSError as error:
+        # A full disk fails the write: no half-written file is left, and the
+        # error names the file it was for.
+        _unlink_quietly(parent, temporary)
+        raise naming(error, parent.path / name) from None
     except BaseException:
         _unlink_quietly(parent, temporary)
         raise
