@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import configparser
 import difflib
+import logging
 import os
 import shlex
 import stat
@@ -19,6 +20,8 @@ from types import MappingProxyType
 from typing import Any
 
 from provbackup.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG_PATH = Path("/etc/provbackup/provbackup.conf")
 CONFIG_ENVIRONMENT_VARIABLE = "PROVBACKUP_CONFIG"
@@ -95,7 +98,7 @@ class DeleteConfig:
 class RunConfig:
     """``[run]``: the lock and status files of a run."""
 
-    lock_file: Path = Path("/run/lock/provbackup.lock")
+    lock_file: Path = Path("/run/provbackup/provbackup.lock")
     status_file: Path = Path("/var/lib/provbackup/status.json")
     max_status_age: int = 3600
 
@@ -287,12 +290,27 @@ class _Reader:
             self.problem(section, file_key, f"give either {key} or {file_key}, not both")
             return None
         if path is None:
+            if inline is not None:
+                self.warn_if_readable(section, key)
             return inline
         try:
             return read_secret_file(Path(path))
         except ValueError as error:
             self.problem(section, file_key, str(error))
             return None
+
+    def warn_if_readable(self, section: str, key: str) -> None:
+        """Warn (not refuse: it works) when a file holding a secret is readable by others."""
+        try:
+            mode = self.source.stat().st_mode
+        except OSError:
+            return
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            log.warning(
+                "%s: [%s] %s: the file holding this password is accessible by group or "
+                "others (mode %04o); chmod 600 it, or use %s_file",
+                self.source, section, key, stat.S_IMODE(mode), key,
+            )  # fmt: skip
 
     def ldap(self) -> LdapConfig:
         section = "ldap"

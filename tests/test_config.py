@@ -158,3 +158,18 @@ def test_quota_template_is_split_without_a_shell(tmp_path):
         write(tmp_path, MINIMAL + "[quota]\ncommand = /usr/sbin/setquota -u '{uid}' {quota_kib}\n")
     )
     assert config.quota.command == ("/usr/sbin/setquota", "-u", "{uid}", "{quota_kib}")
+
+
+def test_inline_password_in_a_readable_config_file_is_warned_about(tmp_path, caplog):
+    path = write(tmp_path, MINIMAL + "bind_dn = cn=x\nbind_password = hunter2\n")
+    os.chmod(path, 0o644)
+    with caplog.at_level("WARNING"):
+        config = load_config(path)
+    assert config.ldap.bind_password == "hunter2"
+    assert "accessible by group or others (mode 0644)" in caplog.text
+    assert "hunter2" not in caplog.text
+    caplog.clear()
+    os.chmod(path, 0o600)
+    with caplog.at_level("WARNING"):
+        load_config(path)
+    assert "accessible" not in caplog.text

@@ -61,6 +61,7 @@ def test_service_is_a_sandboxed_oneshot_that_can_write_what_provbackup_writes():
     # Everything the default configuration writes must be writable in the sandbox.
     writable = {Path(path.lstrip("-")) for path in words(service, "ReadWritePaths")}
     writable |= {Path("/var/lib") / name for name in words(service, "StateDirectory")}
+    writable |= {Path("/run") / name for name in words(service, "RuntimeDirectory")}
     assert BackupConfig().root in writable
     assert RunConfig().lock_file.parent in writable
     assert RunConfig().status_file.parent in writable
