@@ -81,6 +81,7 @@ def write_config(tmp_path: Path, server: Slapd | None, extra: str = "", **ldap: 
         text += f"[{name}]\n{body}"
     config = tmp_path / "provbackup.conf"
     config.write_text(text)
+    config.chmod(0o600)  # it holds the bind password
     return Setup(config, root, lock_file, status_file, quota_log)
 
 

@@ -110,4 +110,4 @@ def test_progress_shows_on_a_terminal_and_not_under_cron(tmp_path, ldap_server):
     assert piped.code == 0
     assert "\r" not in piped.err and "3/3" not in piped.err
     code, out, terminal = run_with_terminal_stderr(setup, "-q", "scan")
-    assert "\r" not in terminal, "-q silences progress"
+    assert "\x1b[K" not in terminal, "-q silences progress"
