@@ -179,23 +179,23 @@ def process(
     A run that loses LDAP midway writes its status file before raising.
     """
     report = RunReport(started=clock(), dry_run=dry_run)
-    stop = _StopRequested()
+    run = _Run(
+        config=config,
+        report=report,
+        stop=_StopRequested(),
+        dry_run=dry_run,
+        dn=dn,
+        uid=uid,
+        limit=limit,
+        allow_mass_delete=allow_mass_delete,
+        clock=clock,
+        on_outcome=on_outcome,
+        on_selected=on_selected,
+    )
     lock = nullcontext() if dry_run else run_lock(config.run.lock_file, wait)
-    with lock, _signals_stop(stop):
+    with lock, _signals_stop(run.stop):
         try:
-            _run(
-                config,
-                report,
-                stop,
-                dry_run,
-                dn,
-                uid,
-                limit,
-                allow_mass_delete,
-                clock,
-                on_outcome,
-                on_selected,
-            )
+            _run(run)
         except ProvbackupError as error:
             report.exit_code = error.exit_code
             report.error = str(error)
@@ -212,28 +212,36 @@ def process(
     return report
 
 
-def _run(
-    config: Config,
-    report: RunReport,
-    stop: _StopRequested,
-    dry_run: bool,
-    dn: str | None,
-    uid: str | None,
-    limit: int | None,
-    allow_mass_delete: bool,
-    clock: Clock,
-    on_outcome: Callable[[EntryOutcome], None] | None,
-    on_selected: Callable[[int], None] | None,
-) -> None:
-    def record(outcome: EntryOutcome) -> None:
-        report.outcomes.append(outcome)
-        if on_outcome is not None:
-            on_outcome(outcome)
+@dataclass
+class _Run:
+    """One run's settings and its report, handed through the steps of :func:`_run`."""
 
+    config: Config
+    report: RunReport
+    stop: _StopRequested
+    dry_run: bool
+    dn: str | None
+    uid: str | None
+    limit: int | None
+    allow_mass_delete: bool
+    clock: Clock
+    on_outcome: Callable[[EntryOutcome], None] | None
+    on_selected: Callable[[int], None] | None
+
+    def record(self, outcome: EntryOutcome) -> None:
+        """Add ``outcome`` to the report and tell the caller."""
+        self.report.outcomes.append(outcome)
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
+
+
+def _run(run: _Run) -> None:
+    config, report, stop, clock, record = run.config, run.report, run.stop, run.clock, run.record
+    dry_run, limit, on_selected = run.dry_run, run.limit, run.on_selected
     with connect(config.ldap) as directory, ExitStack() as stack:
         try:
-            due = _select(directory, config, dn, uid, clock, record)
-            due = _guard_mass_delete(due, config, allow_mass_delete, record)
+            due = _select(directory, config, run.dn, run.uid, clock, record)
+            due = _guard_mass_delete(due, config, run.allow_mass_delete, record)
             if limit is not None and len(due) > limit:
                 log.info("--limit %d: %d due entries left for a later run", limit, len(due) - limit)
                 due = due[:limit]
