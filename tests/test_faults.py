@@ -161,8 +161,13 @@ def scan_rows(setup: Setup) -> dict[str, str]:
 
 
 def lock_is_free(lock_file: Path) -> bool:
-    """Take the run lock without waiting (raises LockHeldError if held), and let it go."""
-    with run_lock(lock_file, wait=0):
+    """Take the run lock within 2 s (raises LockHeldError if still held), and let it go.
+
+    The kernel frees a dead holder's flock when the process is reaped; the short
+    wait only absorbs scheduling on a loaded machine, while a stale lock would
+    still be held after it.
+    """
+    with run_lock(lock_file, wait=2):
         return True
 
 
