@@ -78,7 +78,10 @@ def setup_logging(verbosity: int, *, json_lines: bool = False) -> None:
         handler.setFormatter(LineFormatter())
     handler.setLevel(level)
     root.addHandler(handler)
-    root.setLevel(logging.DEBUG if verbosity > 0 else logging.INFO)
+    # The root level is the lowest any handler wants (add_syslog lowers it): a
+    # record no handler takes is then never built. Under cron (-q) a burst would
+    # otherwise build, and drop, two records per entry (docs/performance.md).
+    root.setLevel(level)
     # ldap3 logs nothing unless asked; keep third-party chatter out at -v.
     logging.getLogger("filelock").setLevel(logging.WARNING)
 
@@ -106,4 +109,7 @@ def add_syslog(facility: str, level: str = "info", address: str = "/dev/log") ->
     handler.ident = f"{TAG}[{os.getpid()}]: "
     handler.setFormatter(LineFormatter())
     handler.setLevel(getattr(logging, level.upper()))
-    logging.getLogger().addHandler(handler)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    if root.level > handler.level:  # syslog wants what stderr was spared (-q)
+        root.setLevel(handler.level)

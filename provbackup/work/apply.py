@@ -106,16 +106,22 @@ def _note(steps: list[str], step: str | None) -> None:
 def _provision(plan: AccountPlan, tester: ConfigTester, steps: list[str]) -> None:
     paths = plan.paths
     with contextlib.ExitStack() as stack:
-        opened: dict[Path, Directory] = {paths.root: stack.enter_context(open_root(paths.root))}
+        # Keyed by the paths' text, and each directory handed its known path: hashing
+        # Path objects and making their parents was a measurable share of a burst's
+        # CPU per entry (docs/performance.md). The plan lists parents before children.
+        opened: dict[str, Directory] = {str(paths.root): stack.enter_context(open_root(paths.root))}
         for spec in plan.directories:
-            parent = opened[spec.path.parent]
-            opened[spec.path] = stack.enter_context(
-                ensure_directory(parent, spec.path.name, spec.uid, spec.gid, spec.mode, steps)
-            )
-        account = opened[paths.account]
+            text = str(spec.path)
+            opened[text] = stack.enter_context(
+                ensure_directory(
+                    opened[os.path.dirname(text)], spec.path.name, spec.uid, spec.gid, spec.mode,
+                    steps, path=spec.path,
+                )
+            )  # fmt: skip
+        account = opened[str(paths.account)]
         remove_stale_temporaries(account, steps)
         if plan.jail_template is not None:
-            copy_jail_template(plan.jail_template, opened[paths.chroot], steps)
+            copy_jail_template(plan.jail_template, opened[str(paths.chroot)], steps)
         steps.append(tester.check_shape(plan))
         if plan.account.active:
             _write_conf(plan, account, tester, steps)

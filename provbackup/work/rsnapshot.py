@@ -33,6 +33,8 @@ CONFIGTEST_TIMEOUT = 60.0
 # uses backup sources in Perl regular expressions, where ( [ { \ $ would not be.
 PLAIN_PATH = re.compile(r"/[A-Za-z0-9._/+@,:=~-]*")
 PLAIN_GROUP = re.compile(r"[0-9]+")
+# The per-account fields, looked up once (check_shape runs for every account of a burst).
+FIELDS = dataclass_fields(RsnapshotFields)
 # Placeholders that cannot occur in a real field: a field never holds NUL.
 SENTINELS = RsnapshotFields(
     comment="\0comment\0",
@@ -88,6 +90,7 @@ class ConfigTester:
         self._argv: list[str] | None = None
         self._resolved = False
         self._results: dict[str, str | None] = {}
+        self._shape_texts: dict[RsnapshotShape, str] = {}
         self._temporary: tempfile.TemporaryDirectory[str] | None = None
 
     def __enter__(self) -> ConfigTester:
@@ -137,9 +140,12 @@ class ConfigTester:
         if self.argv is None:
             reason = "off" if self.rsnapshot.configtest == "no" else "rsnapshot not installed"
             return f"configtest skipped ({reason})"
-        shape_text = render_rsnapshot_conf(plan.rsnapshot_shape, SENTINELS)
+        shape_text = self._shape_texts.get(plan.rsnapshot_shape)
+        if shape_text is None:  # rendered once per shape, not once per account
+            shape_text = render_rsnapshot_conf(plan.rsnapshot_shape, SENTINELS)
+            self._shape_texts[plan.rsnapshot_shape] = shape_text
         expected = shape_text
-        for field in dataclass_fields(RsnapshotFields):
+        for field in FIELDS:
             value = getattr(plan.rsnapshot_fields, field.name)
             if "\0" in value or "\n" in value or "\t" in value:
                 raise WorkError(
