@@ -20,12 +20,9 @@ from provbackup.sandbox import Slapd, stoney_schema_path
 
 def _serve(server: Slapd) -> Iterator[Slapd]:
     """Start a sandbox with its base entries, yield it, always stop it."""
-    try:
-        server.start()
+    with server:
         server.add_base()
         yield server
-    finally:
-        server.stop()
 
 
 def _fresh(server: Slapd) -> Slapd:

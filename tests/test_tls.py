@@ -39,25 +39,17 @@ def wrong_name_server(tmp_path: Path) -> Iterator[tuple[Slapd, Path]]:
     folder = tmp_path / "wrong-name" / "tls"
     ca_certificate, ca_key = make_certificate_authority(folder)
     make_server_certificate(folder, ca_certificate, ca_key, hosts=("backup-ldap.example",))
-    server = Slapd(tmp_path / "wrong-name", tls=True)
-    try:
-        server.start()
+    with Slapd(tmp_path / "wrong-name", tls=True) as server:
         server.add_base()
         yield server, ca_certificate
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 def plain_server(tmp_path: Path) -> Iterator[Slapd]:
     """A slapd without any TLS (no certificate, no StartTLS)."""
-    server = Slapd(tmp_path / "plain")
-    try:
-        server.start()
+    with Slapd(tmp_path / "plain") as server:
         server.add_base()
         yield server
-    finally:
-        server.stop()
 
 
 def with_an_entry(server: Slapd) -> str:
