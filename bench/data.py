@@ -7,7 +7,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from provbackup.sandbox import (
+from sandbox import (
     DEFAULT_INDEXES,
     Slapd,
     account_entry,

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from provbackup.sandbox import SLAPD_PROGRAM
+from sandbox import SLAPD_PROGRAM
 
 
 def _first_match(path: Path, pattern: str) -> str | None:

@@ -17,7 +17,7 @@ from pathlib import Path
 REPOSITORY = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPOSITORY))
 
-from provbackup.sandbox import Slapd, account_entry, jailkit_home_directory  # noqa: E402
+from sandbox import Slapd, account_entry, jailkit_home_directory  # noqa: E402
 
 WORK = REPOSITORY / "demo-run"
 PROVBACKUP = [sys.executable, "-m", "provbackup"]

@@ -1,6 +1,6 @@
 """Shared pytest fixtures.
 
-LDAP: one throwaway slapd per test session (``provbackup.sandbox.Slapd``),
+LDAP: one throwaway slapd per test session (``sandbox.Slapd``),
 loaded with the project's schema/provbackup.schema and serving TLS
 (``slapd.ca_file``, ``slapd.ldaps_uri``; StartTLS on ``slapd.uri``). Tests
 use ``ldap_server``, which hands out that server with an empty accounts
@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from provbackup.sandbox import Slapd, stoney_schema_path
+from sandbox import Slapd, stoney_schema_path
 
 
 def _serve(server: Slapd) -> Iterator[Slapd]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from provbackup.__main__ import cli
-from provbackup.sandbox import Slapd
+from sandbox import Slapd
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 

@@ -15,7 +15,7 @@ import pytest
 from support import read_entry, run, write_config
 
 from provbackup.plan import account_paths, is_within
-from provbackup.sandbox import account_entry
+from sandbox import account_entry
 
 
 def _spaced(dn: str) -> str:

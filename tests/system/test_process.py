@@ -14,7 +14,7 @@ from pathlib import Path
 
 from support import fingerprint, modify_entry, read_entry, run, run_process, write_config
 
-from provbackup.sandbox import account_entry, jailkit_home_directory
+from sandbox import account_entry, jailkit_home_directory
 
 TIMESTAMP = re.compile(r"\d{8}T\d{6}Z")
 
@@ -361,7 +361,7 @@ def hold_lock(lock_file: Path) -> subprocess.Popen:
         [sys.executable, "-c", code, str(lock_file)],
         stdout=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
     )
     assert holder.stdout.readline().strip() == "held"
     return holder
@@ -398,7 +398,7 @@ def test_wait_takes_the_lock_once_it_is_free(tmp_path, ldap_server):
     started = subprocess.Popen(
         [sys.executable, "-m", "provbackup", "--config", str(setup.config), "process",
          "--wait", "60"],
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     time.sleep(1)
@@ -487,7 +487,7 @@ def test_two_hosts_never_work_on_the_same_entry(tmp_path, ldap_server):
         setup = write_config(directory, ldap_server, f"[backup]\nroot = {tmp_path / 'backup'}\n")
         hosts.append(setup)
     (tmp_path / "backup").mkdir()
-    environment = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    environment = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     runs = [
         subprocess.Popen(
             [sys.executable, "-m", "provbackup", "--config", str(setup.config), "process"],

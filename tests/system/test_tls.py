@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from support import read_entry, run, run_process, write_config
 
-from provbackup.sandbox import (
+from sandbox import (
     Slapd,
     account_entry,
     make_certificate_authority,

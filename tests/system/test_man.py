@@ -22,7 +22,7 @@ import pytest
 from provbackup import config as configuration
 from provbackup import errors
 
-MAN = Path(__file__).resolve().parent.parent / "man"
+MAN = Path(__file__).resolve().parents[2] / "man"
 PAGES = [MAN / "provbackup.1", MAN / "provbackup.conf.5"]
 COMMAND_PAGE = PAGES[0]
 CONFIG_PAGE = PAGES[1]

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from support import Setup, fingerprint, modify_entry, read_entry, run, write_config
 
-from provbackup.sandbox import Slapd, account_entry, entries_to_ldif
+from sandbox import Slapd, account_entry, entries_to_ldif
 
 GOOD = ("good-a", "good-b")
 FULLWIDTH = "\uff16\uff10\uff10\uff10"  # "6000" in fullwidth digits: str.isdigit() says yes

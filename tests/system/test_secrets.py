@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from support import REPOSITORY, Setup, run, run_process, write_config
 
-from provbackup.sandbox import Slapd, account_entry
+from sandbox import Slapd, account_entry
 
 
 def with_password_file(tmp_path: Path, server: Slapd, extra: str = "", **ldap: str) -> Setup:

@@ -16,8 +16,8 @@ import ldap3
 import pytest
 from ldap3.core.exceptions import LDAPException
 
-from provbackup import sandbox
-from provbackup.sandbox import (
+import sandbox
+from sandbox import (
     SandboxError,
     Slapd,
     account_entry,
@@ -405,7 +405,7 @@ def test_slapd_dies_with_a_killed_parent(tmp_path: Path) -> None:
     """Even a SIGKILLed test run (no teardown, no atexit) leaves no slapd behind."""
     script = (
         "import os, signal, sys\n"
-        "from provbackup.sandbox import Slapd\n"
+        "from sandbox import Slapd\n"
         "server = Slapd(sys.argv[1]).start()\n"
         "print(server.pid, flush=True)\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"

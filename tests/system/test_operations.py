@@ -12,7 +12,7 @@ import sys
 
 from support import REPOSITORY, run, run_process, write_config
 
-from provbackup.sandbox import account_entry
+from sandbox import account_entry
 
 
 def test_syslog_gets_tagged_lines_with_the_configured_facility(tmp_path, ldap_server):

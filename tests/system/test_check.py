@@ -30,7 +30,7 @@ from provbackup.state import Status
 
 NOW = datetime(2024, 5, 6, 12, 0, 0, tzinfo=UTC)
 MAX_AGE = 3600
-REPOSITORY = Path(__file__).resolve().parent.parent
+REPOSITORY = Path(__file__).resolve().parents[2]
 
 
 def counts(**numbers: int) -> dict[Status, int]:
@@ -304,7 +304,7 @@ def test_check_after_a_real_run_on_an_empty_directory_is_ok(tmp_path, ldap_serve
 
 
 def test_check_counts_every_kind_of_entry_in_the_directory(tmp_path, ldap_server):
-    from provbackup.sandbox import account_entry
+    from sandbox import account_entry
 
     config = sandbox_config(tmp_path, ldap_server)
     assert run_provbackup(config, "process").returncode == 0  # a fresh status file
@@ -333,7 +333,7 @@ def test_check_counts_every_kind_of_entry_in_the_directory(tmp_path, ldap_server
 
 
 def test_check_warns_on_an_interrupted_entry_only(tmp_path, ldap_server):
-    from provbackup.sandbox import account_entry
+    from sandbox import account_entry
 
     config = sandbox_config(tmp_path, ldap_server)
     assert run_provbackup(config, "process").returncode == 0

@@ -39,8 +39,8 @@ from support import (
 
 from provbackup.actions.check import CheckState, evaluate
 from provbackup.lock import lock_holders, run_lock
-from provbackup.sandbox import Slapd, account_entry
 from provbackup.state import Status
+from sandbox import Slapd, account_entry
 
 DONE_MODES = {"add": "added", "modify": "modified", "delete": "deleted"}
 

@@ -142,7 +142,7 @@ def test_retain_parsing_orders_and_drops_zero():
 
 
 def test_shipped_sample_config_is_valid_apart_from_its_secret_file(tmp_path):
-    sample = (Path(__file__).parent.parent / "etc" / "provbackup.conf").read_text()
+    sample = (Path(__file__).resolve().parents[2] / "etc" / "provbackup.conf").read_text()
     secret = tmp_path / "ldap.secret"
     secret.write_text("pw\n")
     os.chmod(secret, 0o600)

@@ -363,7 +363,7 @@ def test_process_sends_one_mail_for_all_its_failures(tmp_path, ldap_server, star
     import subprocess
     import sys
 
-    from provbackup.sandbox import account_entry
+    from sandbox import account_entry
 
     recorder, port = start_server()
     base = ldap_server.accounts_dn
@@ -383,7 +383,7 @@ def test_process_sends_one_mail_for_all_its_failures(tmp_path, ldap_server, star
         f"status_file = {tmp_path / 'status.json'}\n"
         f"[mail]\nto = ops@example.org\nhost = 127.0.0.1\nport = {port}\nstarttls = no\n"
     )
-    repository = Path(__file__).resolve().parent.parent
+    repository = Path(__file__).resolve().parents[2]
 
     result = subprocess.run(
         [sys.executable, "-m", "provbackup", "--config", str(config), "process"],

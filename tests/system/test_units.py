@@ -21,7 +21,7 @@ import pytest
 
 from provbackup.config import BackupConfig, RunConfig
 
-REPOSITORY = Path(__file__).resolve().parent.parent
+REPOSITORY = Path(__file__).resolve().parents[2]
 UNITS = REPOSITORY / "cron"
 MAN = REPOSITORY / "man"
 INSTALLED_BINARY = "/usr/local/bin/provbackup"
