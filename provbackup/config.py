@@ -568,14 +568,21 @@ def _dn(value: str) -> str:
 
 
 def _filter(value: str) -> str:
+    """Check ``value`` with ldap3's own filter parser, so a bad filter is a config error.
+
+    A filter without outer parentheses (``uid=x``) gets them. Raises
+    ValueError naming what ldap3 found wrong.
+    """
+    from ldap3.core.exceptions import LDAPInvalidFilterError
+    from ldap3.operation.search import parse_filter
+
     text = value if value.startswith("(") else f"({value})"
-    depth = 0
-    for character in text:
-        depth += {"(": 1, ")": -1}.get(character, 0)
-        if depth < 0:
-            break
-    if depth != 0:
-        raise ValueError("unbalanced parentheses in LDAP filter")
+    try:
+        parse_filter(text, None, False, False, None, False)
+    except LDAPInvalidFilterError as error:
+        raise ValueError(
+            f"not a valid LDAP filter ({error}); e.g. (objectClass=sstBackup)"
+        ) from None
     return text
 
 

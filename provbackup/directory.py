@@ -22,7 +22,7 @@ from ldap3.utils.dn import parse_dn
 
 from provbackup.config import LdapConfig
 from provbackup.entry import MODE, READ_ATTRIBUTES, STATE, LdapEntry
-from provbackup.errors import LdapUnavailableError, UsageError
+from provbackup.errors import BaseDnMissingError, LdapUnavailableError, UsageError
 from provbackup.state import ADD, DELETE, IN_PROGRESS, REPLACE, Changes
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,10 @@ class Directory:
         """Yield the entries matching ``search_filter``, fetched page by page.
 
         ``base`` defaults to the configured base DN; ``scope`` is ``sub`` or
-        ``base``. Raises LdapUnavailableError when the server goes away and
+        ``base``. A base search of a DN that does not exist yields nothing.
+        Raises BaseDnMissingError (78) when the base of a subtree search does
+        not exist (a wrong ``[ldap] base_dn`` must not look like "nothing to
+        do"), LdapUnavailableError when the server goes away and
         ProvbackupError-derived errors for a refused search.
         """
         base = base or self.config.base_dn
@@ -165,10 +168,9 @@ class Directory:
                         for name, values in result["raw_attributes"].items()
                     },
                 )
-        except ldap_exceptions.LDAPNoSuchObjectResult:
-            return
         except ldap_exceptions.LDAPOperationResult as error:
             if error.result == NO_SUCH_OBJECT:
+                self._no_such_base(base, scope, getattr(error, "dn", None))
                 return
             raise LdapUnavailableError(
                 f"LDAP search under {base!r} failed: {error.description} ({error.message})"
@@ -177,16 +179,27 @@ class Directory:
             raise LdapUnavailableError(
                 f"LDAP server {self.uri} failed during a search: {error}"
             ) from None
-        self._check_search_result(base)
+        self._check_search_result(base, scope)
 
-    def _check_search_result(self, base: str) -> None:
+    def _check_search_result(self, base: str, scope: str) -> None:
         result = self.connection.result or {}
         code = result.get("result", 0)
-        if code not in (0, NO_SUCH_OBJECT):
+        if code == NO_SUCH_OBJECT:
+            self._no_such_base(base, scope, result.get("dn"))
+        elif code != 0:
             raise LdapUnavailableError(
                 f"LDAP search under {base!r} failed: {result.get('description')} "
                 f"({result.get('message')})"
             )
+
+    def _no_such_base(self, base: str, scope: str, matched: object) -> None:
+        """Raise BaseDnMissingError for a subtree search; a base search just found nothing."""
+        if scope == "base":
+            return
+        known = f" (the nearest existing entry is {matched!r})" if matched else ""
+        raise BaseDnMissingError(
+            f"base DN {base!r} does not exist on {self.uri}{known}: check [ldap] base_dn"
+        )
 
     def read(self, dn: str) -> LdapEntry | None:
         """Return the entry at ``dn`` (base search), or None when it does not exist."""

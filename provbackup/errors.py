@@ -56,6 +56,16 @@ class LdapUnavailableError(ProvbackupError):
     exit_code = EXIT_LDAP_UNAVAILABLE
 
 
+class BaseDnMissingError(ProvbackupError):
+    """The configured ``[ldap] base_dn`` does not exist on the server (exit 78).
+
+    A search under a missing base finds nothing, which would look like "no work
+    to do" while nothing is ever provisioned: it is a configuration error.
+    """
+
+    exit_code = EXIT_CONFIG
+
+
 class LockHeldError(ProvbackupError):
     """Another run holds the run lock (exit 75)."""
 

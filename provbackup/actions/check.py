@@ -24,6 +24,7 @@ from provbackup.errors import (
     EXIT_ENTRIES_FAILED,
     EXIT_OK,
     SIGNAL_EXIT_BASE,
+    BaseDnMissingError,
     LdapUnavailableError,
 )
 from provbackup.state import Status
@@ -113,11 +114,14 @@ def evaluate(
     max_status_age: int,
     status_file: Path | str = "the status file",
     ldap_error: str | None = None,
+    ldap_error_critical: bool = False,
 ) -> CheckResult:
     """Turn the facts into a verdict.
 
     Takes the entry counts by status (None when the directory could not be
-    read; ``ldap_error`` then says why), the last run's status document (None
+    read; ``ldap_error`` then says why, and ``ldap_error_critical`` marks an
+    error that is a fault, not an outage, such as a base DN that does not
+    exist), the last run's status document (None
     when missing or unreadable), the aware current time, the configured
     ``[run] max_status_age`` in seconds, and the status file's path for the
     messages. Returns the :class:`CheckResult`:
@@ -128,6 +132,8 @@ def evaluate(
       counts already show, and which stays visible there until reset).
     - WARNING: entries are overdue or interrupted, or the last run was
       stopped by SIGTERM/SIGINT (exit 128 + the signal, ``stopped_by_signal``).
+    - CRITICAL also: the directory answered that the configured base DN does
+      not exist (nothing would ever be provisioned).
     - UNKNOWN: the directory could not be read and the status file shows no
       critical problem of its own (a critical one is still reported).
     - OK otherwise.
@@ -176,6 +182,8 @@ def evaluate(
 
     if counts is None:
         message = f"cannot read the directory: {ldap_error or 'unknown error'}"
+        if ldap_error_critical:
+            return CheckResult(CheckState.CRITICAL, "; ".join([message, *run_problems]), perfdata)
         if run_problems:
             return CheckResult(CheckState.CRITICAL, "; ".join([*run_problems, message]), perfdata)
         return CheckResult(CheckState.UNKNOWN, message, perfdata)
@@ -213,11 +221,14 @@ def check(config: Config, *, clock: Clock | None = None) -> CheckResult:
     clock = clock or utc_now
     counts: dict[Status, int] | None
     ldap_error = None
+    ldap_error_critical = False
     try:
         counts = count_statuses(row.status for row in scan(config, clock=clock))
     except LdapUnavailableError as error:
         log.debug("directory unavailable", exc_info=True)
         counts, ldap_error = None, str(error)
+    except BaseDnMissingError as error:
+        counts, ldap_error, ldap_error_critical = None, str(error), True
     status_file = config.run.status_file
     return evaluate(
         counts,
@@ -226,6 +237,7 @@ def check(config: Config, *, clock: Clock | None = None) -> CheckResult:
         max_status_age=config.run.max_status_age,
         status_file=status_file,
         ldap_error=ldap_error,
+        ldap_error_critical=ldap_error_critical,
     )
 
 
