@@ -5,6 +5,7 @@ reading entries back and fingerprinting a directory tree."""
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import stat
 import subprocess
@@ -94,10 +95,21 @@ class Result:
     err: str
 
 
+def make_runner() -> CliRunner:
+    """A CliRunner keeping stderr apart from stdout, on click 8.1 (Debian 12) and 8.2+.
+
+    Click 8.1 mixes stderr into stdout unless told ``mix_stderr=False``;
+    8.2 removed the argument and always keeps them apart.
+    """
+    if "mix_stderr" in inspect.signature(CliRunner.__init__).parameters:
+        return CliRunner(mix_stderr=False)  # type: ignore[call-arg]
+    return CliRunner()
+
+
 def run(setup: Setup | Path, *arguments: str) -> Result:
     """Run ``provbackup --config ... ARGUMENTS`` in this process with click's CliRunner."""
     config = setup.config if isinstance(setup, Setup) else setup
-    runner = CliRunner()
+    runner = make_runner()
     result = runner.invoke(cli, ["--config", str(config), *arguments], catch_exceptions=False)
     return Result(result.exit_code, result.stdout, result.stderr)
 
