@@ -176,12 +176,13 @@ def read_account(
     entry: LdapEntry,
     *,
     min_uid: int,
+    max_uid: int = 2**32 - 2,
     default_retain: tuple[tuple[str, int], ...],
     for_delete: bool = False,
 ) -> Account:
     """Validate what the work on the server needs.
 
-    ``min_uid`` is the lowest uidNumber/gidNumber accepted (0 never is);
+    ``min_uid`` and ``max_uid`` bound the uidNumber/gidNumber accepted (0 never is);
     ``default_retain`` gives the count of an interval the entry does not
     set. ``for_delete`` skips quota, retention and activation, which a
     delete does not use, so a bad value there never blocks removing an
@@ -192,8 +193,8 @@ def read_account(
     attempt = collector.attempt
     problems = collector.errors
     uid = attempt(_read_uid, entry)
-    uid_number = attempt(_read_id, entry, "uidNumber", min_uid)
-    gid_number = attempt(_read_id, entry, "gidNumber", min_uid)
+    uid_number = attempt(_read_id, entry, "uidNumber", min_uid, max_uid)
+    gid_number = attempt(_read_id, entry, "gidNumber", min_uid, max_uid)
     home = attempt(_read_home, entry)
     if for_delete:
         quota, active, retain = None, None, default_retain
@@ -283,7 +284,7 @@ def _read_uid(entry: LdapEntry) -> str:
     return uid
 
 
-def _read_id(entry: LdapEntry, name: str, min_uid: int) -> int:
+def _read_id(entry: LdapEntry, name: str, min_uid: int, max_uid: int) -> int:
     text = entry.single(name)
     if not text.isascii() or not text.isdigit():
         raise InvalidEntryError(name, text, "not a non-negative integer")
@@ -292,8 +293,8 @@ def _read_id(entry: LdapEntry, name: str, min_uid: int) -> int:
         raise InvalidEntryError(name, text, "0 (root) is never accepted")
     if number < min_uid:
         raise InvalidEntryError(name, text, f"below [backup] min_uid {min_uid}")
-    if number > MAX_ID:
-        raise InvalidEntryError(name, text, f"above {MAX_ID}")
+    if number > min(max_uid, MAX_ID):
+        raise InvalidEntryError(name, text, f"above [backup] max_uid {min(max_uid, MAX_ID)}")
     return number
 
 

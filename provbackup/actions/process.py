@@ -409,6 +409,7 @@ class _Worker:
         account = read_account(
             item.entry,
             min_uid=self.config.backup.min_uid,
+            max_uid=self.config.backup.max_uid,
             default_retain=self.config.rsnapshot.retain,
             for_delete=item.verb == "delete",
         )
@@ -421,6 +422,7 @@ class _Worker:
             read_account(
                 item.entry,
                 min_uid=self.config.backup.min_uid,
+                max_uid=self.config.backup.max_uid,
                 default_retain=self.config.rsnapshot.retain,
                 for_delete=item.verb == "delete",
             )
@@ -467,6 +469,7 @@ class _Worker:
             account = read_account(
                 item.entry,
                 min_uid=self.config.backup.min_uid,
+                max_uid=self.config.backup.max_uid,
                 default_retain=self.config.rsnapshot.retain,
             )
             plan = planning.build(account, verb, self.config)

@@ -1,8 +1,8 @@
 """The manual pages (man/): they render without warnings and never drift from the code.
 
 Every option of every command (walked from the click group), every
-configuration key of ``provbackup.config.KNOWN_KEYS`` with its default from
-the dataclasses, every exit code and every hook variable must be documented,
+configuration key declared in ``provbackup.config.sections`` with its default
+(man page and sample config), every exit code and every hook variable must be documented,
 each in its own section of the page.
 """
 
@@ -22,7 +22,8 @@ import pytest
 from provbackup import config as configuration
 from provbackup import errors
 
-MAN = Path(__file__).resolve().parents[2] / "man"
+ROOT = Path(__file__).resolve().parents[2]
+MAN = ROOT / "man"
 PAGES = [MAN / "provbackup.1", MAN / "provbackup.conf.5"]
 COMMAND_PAGE = PAGES[0]
 CONFIG_PAGE = PAGES[1]
@@ -226,7 +227,7 @@ def test_every_hook_variable_is_documented():
 def test_every_config_section_and_key_is_in_provbackup_conf_5():
     headings = sections(CONFIG_PAGE, "SH")
     missing = []
-    for section, keys in configuration.KNOWN_KEYS.items():
+    for section, keys in configuration.known_keys().items():
         title = f"[{section}]"
         if title not in headings:
             missing.append(title)
@@ -235,24 +236,26 @@ def test_every_config_section_and_key_is_in_provbackup_conf_5():
         missing += [f"[{section}] {key}" for key in keys if key not in documented]
     assert missing == [], "undocumented in man/provbackup.conf.5"
     extra = {title for title in headings if title.startswith("[")} - {
-        f"[{section}]" for section in configuration.KNOWN_KEYS
+        f"[{section}]" for section in configuration.SECTIONS
     }
     assert extra == set(), "sections documented that the code does not know"
 
 
-# The dataclass holding each section's values, and the few keys whose field is named otherwise.
-_DATACLASSES = {
-    "ldap": configuration.LdapConfig,
-    "backup": configuration.BackupConfig,
-    "rsnapshot": configuration.RsnapshotConfig,
-    "quota": configuration.QuotaConfig,
-    "delete": configuration.DeleteConfig,
-    "run": configuration.RunConfig,
-    "log": configuration.LogConfig,
-    "mail": configuration.MailConfig,
-    "hooks": configuration.HooksConfig,
-}
-_FIELD_OF = {("mail", "from"): "sender"}
+def test_every_config_key_is_in_the_sample_config():
+    sample = (ROOT / "etc" / "provbackup.conf").read_text()
+    written = set()
+    section = ""
+    for line in sample.splitlines():
+        match = re.fullmatch(r"\[(\w+)\]", line.strip())
+        if match:
+            section = match[1]
+            continue
+        key = re.match(r"#?(\w+) =", line)
+        if key:
+            written.add((section, key[1]))
+    declared = {(key.section, key.key) for key in configuration.declared_keys()}
+    assert declared - written == set(), "keys missing from etc/provbackup.conf"
+    assert written - declared == set(), "keys in etc/provbackup.conf the code does not know"
 
 
 def shown_default(value: object) -> str | None:
@@ -265,6 +268,8 @@ def shown_default(value: object) -> str | None:
         return str(int(value))
     if isinstance(value, tuple) and all(isinstance(pair, tuple) for pair in value):
         return ", ".join(f"{name} {count}" for name, count in value)  # [rsnapshot] retain
+    if isinstance(value, tuple) and all(isinstance(word, str) for word in value):
+        return " ".join(value)  # [ldap] uri
     if isinstance(value, int | str | Path):
         return str(value)
     return None
@@ -273,25 +278,22 @@ def shown_default(value: object) -> str | None:
 def test_every_default_in_provbackup_conf_5_matches_the_code():
     headings = sections(CONFIG_PAGE, "SH")
     checked, wrong = 0, []
-    for section, keys in configuration.KNOWN_KEYS.items():
-        fields = {field.name: field for field in dataclasses.fields(_DATACLASSES[section])}
-        for key in keys:
-            (item,) = [
-                item for item in headings[f"[{section}]"].items if key in item.tag.split(", ")
-            ] or [None]
-            assert item is not None, f"[{section}] {key}"
-            assert "Default:" in item.body or "Required." in item.body, f"[{section}] {key}"
-            field = fields.get(_FIELD_OF.get((section, key), key))
-            if field is None or field.default is dataclasses.MISSING:
-                continue
-            expected = shown_default(field.default)
-            said = item.body.split("Default:", 1)[1].strip()
-            if expected is None:
-                ok = said.startswith(("none", "empty"))
-            else:
-                ok = said.removesuffix(".").strip() == expected or said.startswith(expected + " ")
-            checked += 1
-            if not ok:
-                wrong.append(f"[{section}] {key}: code {field.default!r}, page {said!r}")
+    for key in configuration.declared_keys():
+        (item,) = [
+            item for item in headings[f"[{key.section}]"].items if key.key in item.tag.split(", ")
+        ] or [None]
+        assert item is not None, f"[{key.section}] {key.key}"
+        assert "Default:" in item.body or "Required." in item.body, f"[{key.section}] {key.key}"
+        if key.setting.required or key.default is dataclasses.MISSING:
+            continue
+        expected = shown_default(key.default)
+        said = item.body.split("Default:", 1)[1].strip()
+        if expected is None:
+            ok = said.startswith(("none", "empty"))
+        else:
+            ok = said.removesuffix(".").strip() == expected or said.startswith(expected + " ")
+        checked += 1
+        if not ok:
+            wrong.append(f"[{key.section}] {key.key}: code {key.default!r}, page {said!r}")
     assert wrong == []
     assert checked >= 30, "the defaults were compared"

@@ -173,3 +173,39 @@ def test_inline_password_in_a_readable_config_file_is_warned_about(tmp_path, cap
     with caplog.at_level("WARNING"):
         load_config(path)
     assert "accessible" not in caplog.text
+
+
+def test_max_uid_defaults_to_the_highest_id_and_must_not_be_below_min_uid(tmp_path):
+    assert load_config(write(tmp_path, MINIMAL)).backup.max_uid == 4294967294
+    path = write(tmp_path, MINIMAL + "[backup]\nmin_uid = 5000\nmax_uid = 4000\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert raised.value.problems == [f"{path}: [backup] max_uid: 4000 is below min_uid 5000"]
+
+
+def test_every_declared_key_is_read_from_the_file(tmp_path):
+    """A value written for any declared key reaches its field (no key is declared but unread)."""
+    from provbackup.config import declared_keys
+
+    # One valid non-default value per key kind; each key is written and read back.
+    samples = {
+        ("ldap", "uri"): ("ldap://a.example", ("ldap://a.example",)),
+        ("ldap", "base_dn"): ("dc=example,dc=org", "dc=example,dc=org"),
+        ("backup", "max_uid"): ("70000", 70000),
+        ("backup", "layout"): ("flat", "flat"),
+        ("mail", "from"): ("me@example.org", "me@example.org"),
+        ("hooks", "post_delete"): ("/bin/true x", ("/bin/true", "x")),
+        ("delete", "max_per_run"): ("3", 3),
+    }
+    lines: dict[str, list[str]] = {}
+    for (section, key), (text, _) in samples.items():
+        lines.setdefault(section, []).append(f"{key} = {text}")
+    body = "".join(f"[{section}]\n" + "\n".join(keys) + "\n" for section, keys in lines.items())
+    config = load_config(write(tmp_path, body))
+    fields = {(key.section, key.key): key.field_name for key in declared_keys()}
+    for (section, key), (_, expected) in samples.items():
+        value = getattr(getattr(config, section), fields[(section, key)])
+        if section == "hooks":
+            value = value[key]
+        assert value == expected, (section, key)
+    assert all(key.setting.doc for key in declared_keys()), "every key has its doc"

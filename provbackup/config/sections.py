@@ -1,0 +1,266 @@
+"""Every configuration key, declared once: its section, name, type, default and doc.
+
+Each section is a frozen dataclass; each field is declared with
+:func:`setting`, which records how its INI key is converted and what it
+means. The reader (:mod:`provbackup.config.load`), the unknown-key check
+and the man-page test all derive from :data:`SECTIONS`; adding a key is
+adding one field here (plus its man page entry and sample line).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+from provbackup.config import values as v
+
+T = TypeVar("T")
+
+HOOK_NAMES = tuple(
+    f"{when}_{verb}" for verb in ("add", "modify", "delete") for when in ("pre", "post")
+)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How one field is read from the INI file.
+
+    ``key`` is the INI key ("" means the field's name); ``convert`` turns
+    its text into the value; ``required`` makes a missing key an error;
+    ``file_key`` names a second key holding the path of a file the secret
+    is read from; ``each_of`` makes the field a mapping with one INI key
+    per name (the ``[hooks]`` commands).
+    """
+
+    convert: Callable[[str], Any]
+    doc: str
+    key: str = ""
+    required: bool = False
+    file_key: str | None = None
+    each_of: tuple[str, ...] = ()
+
+
+def setting(
+    default: T,
+    convert: Callable[[str], Any],
+    doc: str,
+    *,
+    key: str = "",
+    required: bool = False,
+    file_key: str | None = None,
+) -> T:
+    """Declare a configuration field: its default, converter and meaning (see Setting)."""
+    declared = Setting(convert, doc, key=key, required=required, file_key=file_key)
+    result: T = field(default=default, metadata={"setting": declared})
+    return result
+
+
+def secret(doc: str, *, key: str = "", file_key: str) -> str | None:
+    """Declare a password: given inline under ``key`` or read from the file ``file_key`` names."""
+    declared = Setting(v.text, doc, key=key, file_key=file_key)
+    result: str | None = field(default=None, repr=False, metadata={"setting": declared})
+    return result
+
+
+@dataclass(frozen=True)
+class LdapConfig:
+    """``[ldap]``: where the directory is and how to bind to it."""
+
+    uris: tuple[str, ...] = setting(
+        ("ldapi:///",), v.uris, "LDAP URIs tried in order (failover)", key="uri"
+    )
+    base_dn: str = setting("", v.dn, "where accounts are searched (subtree)", required=True)
+    bind_dn: str | None = setting(None, v.text, "the DN to bind as; none: anonymous")
+    bind_password: str | None = secret("the bind password", file_key="bind_password_file")
+    filter: str | None = setting(None, v.ldap_filter, "ANDed to every search")
+    start_tls: bool = setting(True, v.boolean, "upgrade ldap:// with StartTLS")
+    ca_file: Path | None = setting(None, v.existing_file, "CA certificates to verify the server")
+    timeout: float = setting(10.0, v.positive_float, "seconds to wait for a connection or answer")
+    attempts: int = setting(3, v.integer(1, 100), "rounds of connection attempts")
+    retry_delay: float = setting(5.0, v.non_negative_float, "seconds between rounds")
+    page_size: int = setting(500, v.integer(1, 100_000), "entries per page of a search")
+    date_attribute: str = setting("auto", v.choice(v.DATE_ATTRIBUTES), "name of the date attribute")
+
+
+@dataclass(frozen=True)
+class BackupConfig:
+    """``[backup]``: where the accounts live on this server."""
+
+    root: Path = setting(Path("/var/backup"), v.backup_root, "where every account lives")
+    layout: str = setting("stoney", v.choice(v.LAYOUTS), "how account directories are laid out")
+    jail_template: Path | None = setting(
+        None, v.existing_directory, "directory copied into every account's jail"
+    )
+    min_uid: int = setting(1000, v.integer(1, v.MAX_ID), "lowest uidNumber and gidNumber accepted")
+    max_uid: int = setting(
+        v.MAX_ID, v.integer(1, v.MAX_ID), "highest uidNumber and gidNumber accepted"
+    )
+
+
+@dataclass(frozen=True)
+class RsnapshotConfig:
+    """``[rsnapshot]``: the per-account rsnapshot configuration."""
+
+    command: str = setting("rsnapshot", v.text, "the rsnapshot program")
+    configtest: str = setting("auto", v.auto_boolean, "run rsnapshot configtest: auto, yes, no")
+    rsync: str = setting("/usr/bin/rsync", v.absolute_path_text, "cmd_rsync of every account")
+    retain: tuple[tuple[str, int], ...] = setting(
+        (("daily", 7), ("weekly", 4), ("monthly", 3)),
+        v.parse_retain,
+        "retention of each interval an entry does not set",
+    )
+
+
+@dataclass(frozen=True)
+class QuotaConfig:
+    """``[quota]``: the command that sets a user's quota; None disables quotas."""
+
+    command: tuple[str, ...] | None = setting(
+        None, v.quota_template, "command template setting a quota"
+    )
+    filesystem: str = setting("", v.text, "the {filesystem} placeholder; empty: the backup root")
+
+
+@dataclass(frozen=True)
+class DeleteConfig:
+    """``[delete]``: how account removal is guarded."""
+
+    quarantine_days: int = setting(
+        7, v.integer(0, 36500), "days a deleted account is kept before it is purged"
+    )
+    max_per_run: int = setting(
+        20, v.integer(0, 10**9), "more due deletes than this: none is processed"
+    )
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """``[run]``: the lock and status files of a run."""
+
+    lock_file: Path = setting(
+        Path("/run/provbackup/provbackup.lock"), v.absolute_path, "the run lock"
+    )
+    status_file: Path = setting(
+        Path("/var/lib/provbackup/status.json"), v.absolute_path, "report of the last run"
+    )
+    max_status_age: int = setting(
+        3600, v.integer(1, 10**9), "check is CRITICAL when the status file is older (seconds)"
+    )
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """``[log]``: where logs go besides stderr."""
+
+    syslog: bool = setting(False, v.boolean, "also log to syslog")
+    syslog_socket: Path = setting(Path("/dev/log"), v.absolute_path, "the syslog socket")
+    facility: str = setting("daemon", v.choice(v.SYSLOG_FACILITIES), "the syslog facility")
+    level: str = setting("info", v.choice(v.LOG_LEVELS), "lowest level sent to syslog")
+
+
+@dataclass(frozen=True)
+class MailConfig:
+    """``[mail]``: one summary mail per run with failures; disabled without ``to``."""
+
+    to: tuple[str, ...] = setting((), v.address_list, "recipients; none: no mail")
+    sender: str = setting("provbackup@localhost", v.text, "the From address", key="from")
+    host: str = setting("localhost", v.text, "SMTP server")
+    port: int = setting(25, v.integer(1, 65535), "SMTP port")
+    starttls: bool = setting(True, v.boolean, "use StartTLS")
+    username: str | None = setting(None, v.text, "SMTP login; none: no login")
+    password: str | None = secret("SMTP password", file_key="password_file")
+    subject: str = setting(
+        "provbackup: {failed} entries failed on {hostname}", v.text, "subject template"
+    )
+    timeout: float = setting(30.0, v.positive_float, "seconds to wait for the SMTP server")
+
+    @property
+    def enabled(self) -> bool:
+        """True when a recipient is configured."""
+        return bool(self.to)
+
+
+@dataclass(frozen=True)
+class HooksConfig:
+    """``[hooks]``: site commands run around the work on an entry."""
+
+    # A read-only mapping, so the frozen config cannot be changed through it.
+    commands: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: MappingProxyType({}),
+        metadata={
+            "setting": Setting(
+                v.command, "command run before/after the work on an entry", each_of=HOOK_NAMES
+            )
+        },
+    )
+    timeout: float = setting(300.0, v.positive_float, "seconds a hook may run")
+
+
+# The sections in file order, each with the dataclass declaring its keys.
+SECTIONS: dict[str, type] = {
+    "ldap": LdapConfig,
+    "backup": BackupConfig,
+    "rsnapshot": RsnapshotConfig,
+    "quota": QuotaConfig,
+    "delete": DeleteConfig,
+    "run": RunConfig,
+    "log": LogConfig,
+    "mail": MailConfig,
+    "hooks": HooksConfig,
+}
+
+
+@dataclass(frozen=True)
+class Key:
+    """One INI key as declared: section, key, the field it fills, its default and doc.
+
+    ``default`` is ``dataclasses.MISSING`` for keys without a default of
+    their own (a password's file, one hook of the hooks mapping).
+    """
+
+    section: str
+    key: str
+    field_name: str
+    default: Any
+    setting: Setting
+
+
+def declared_keys(section: str | None = None) -> Iterator[Key]:
+    """Yield every declared key (of ``section`` only, if given), in declaration order."""
+    for name, cls in SECTIONS.items():
+        if section is not None and name != section:
+            continue
+        for item in dataclasses.fields(cls):
+            declared: Setting = item.metadata["setting"]
+            if declared.each_of:
+                for key in declared.each_of:
+                    yield Key(name, key, item.name, dataclasses.MISSING, declared)
+                continue
+            yield Key(name, declared.key or item.name, item.name, item.default, declared)
+            if declared.file_key:
+                yield Key(name, declared.file_key, item.name, dataclasses.MISSING, declared)
+
+
+def known_keys() -> dict[str, tuple[str, ...]]:
+    """Every section and its INI keys, for the unknown-key check."""
+    return {name: tuple(key.key for key in declared_keys(name)) for name in SECTIONS}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration, as loaded from ``source``."""
+
+    source: Path
+    ldap: LdapConfig
+    backup: BackupConfig = BackupConfig()
+    rsnapshot: RsnapshotConfig = RsnapshotConfig()
+    quota: QuotaConfig = QuotaConfig()
+    delete: DeleteConfig = DeleteConfig()
+    run: RunConfig = RunConfig()
+    log: LogConfig = LogConfig()
+    mail: MailConfig = MailConfig()
+    hooks: HooksConfig = HooksConfig()
