@@ -97,8 +97,10 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def reset_table(dn: str, before: Request, after: Request) -> str:
-    """The entry's provisioning attributes before and after a reset."""
+def reset_table(
+    dn: str, before: Request, after: Request, statuses: tuple[str, str] | None = None
+) -> str:
+    """The entry's provisioning attributes (and status, if given) before and after a reset."""
 
     def values(request: Request) -> list[Any]:
         return [
@@ -114,6 +116,8 @@ def reset_table(dn: str, before: Request, after: Request) -> str:
         [name, old, new]
         for name, old, new in zip(names, values(before), values(after), strict=True)
     ]
+    if statuses is not None:
+        rows.insert(0, ["status", *statuses])
     return f"{escape_control(dn)}\n" + _tabulate(rows, ["attribute", "before", "after"])
 
 

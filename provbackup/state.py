@@ -128,11 +128,13 @@ def failure_changes(mode: str, return_value: int) -> Changes:
     }
 
 
-def reset_changes(request: Request, new_mode: str) -> Changes:
-    """The modify that puts an entry back to request ``new_mode``, state 0, date 0.
+def reset_changes(request: Request, new_mode: str, *, now: bool = False) -> Changes:
+    """The modify that puts an entry back to request ``new_mode``, state 0.
 
-    The return value is removed. Asserts the mode the entry had when read
-    (where it had one) so a concurrent change is not overwritten.
+    The return value is removed. The date is kept, so a scheduled request
+    stays scheduled; ``now`` sets it to 0 (do it at the next run). Asserts
+    the mode the entry had when read (where it had one) so a concurrent
+    change is not overwritten.
     """
     changes: Changes = {
         MODE: [(DELETE, [request.mode]), (ADD, [new_mode])]
@@ -141,9 +143,13 @@ def reset_changes(request: Request, new_mode: str) -> Changes:
         STATE: [(REPLACE, ["0"])],
         RETURN_VALUE: [(REPLACE, [])],
     }
-    if request.date_attribute:
+    if now and request.date_attribute:
         changes[request.date_attribute] = [(REPLACE, ["0"])]
     return changes
+
+
+# What reset acts on without --any-status: entries a run left behind.
+RESETTABLE = (Status.FAILED, Status.INTERRUPTED)
 
 
 def default_reset_mode(mode: str | None) -> str | None:

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 
 from provbackup import state
-from provbackup.actions.common import find_entries
+from provbackup.actions.common import Clock, find_entries, local_today, utc_now
 from provbackup.config import Config
 from provbackup.directory import connect
 from provbackup.entry import Request, read_request
@@ -18,11 +18,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ResetResult:
-    """The entry's provisioning attributes before and after the reset."""
+    """The entry's provisioning attributes and status before and after the reset."""
 
     dn: str
     before: Request
     after: Request
+    status_before: state.Status
+    status_after: state.Status
 
 
 def reset(
@@ -32,13 +34,21 @@ def reset(
     uid: str | None = None,
     mode: str | None = None,
     force: bool = False,
+    any_status: bool = False,
+    now: bool = False,
+    clock: Clock = utc_now,
 ) -> ResetResult:
-    """Reset one entry to request ``mode`` (default: the verb of its mode), state 0, date 0.
+    """Reset one entry to request ``mode`` (default: the verb of its mode), state 0.
 
+    Acts on a failed or interrupted entry; any other status (done, a pending
+    or scheduled request, invalid) needs ``any_status``, so a recovery step
+    never re-runs or changes a request by accident. The date is kept (a
+    scheduled request stays scheduled) unless ``now`` sets it to 0.
     Refuses while a ``process`` run holds the lock unless ``force``.
     Returns the before/after view. Raises LockHeldError (75), UsageError
-    (2: ambiguous uid, no mode to derive), NotFoundError (1),
-    EntriesFailedError (1) when the entry changed concurrently.
+    (2: ambiguous uid, no mode to derive, a status reset does not act on
+    without ``any_status``), NotFoundError (1), EntriesFailedError (1) when
+    the entry changed concurrently.
     """
     if mode is not None and mode not in state.REQUEST_MODES:
         raise UsageError(f"--mode must be one of {', '.join(state.REQUEST_MODES)}")
@@ -49,6 +59,7 @@ def reset(
             f"a process run holds the lock {config.run.lock_file}{holder}; "
             "not resetting (use --force to reset anyway)"
         )
+    today = local_today(clock)
     with connect(config.ldap) as directory:
         entries = find_entries(directory, config, dn=dn, uid=uid)
         if len(entries) > 1:
@@ -56,19 +67,33 @@ def reset(
             raise UsageError(f"uid {uid!r} matches {len(entries)} entries ({names}); use --dn")
         entry = entries[0]
         before = read_request(entry, config.ldap.date_attribute)
+        # With --force a run may hold the lock: an in-progress entry then counts as
+        # interrupted, which is what --force asserts.
+        status_before = state.classify(before, today)
+        if status_before not in state.RESETTABLE and not any_status:
+            raise UsageError(
+                f"{entry.dn}: is {status_before} (sstProvisioningMode {before.mode!r}), not "
+                "failed or interrupted; reset only retries what a run left behind: give "
+                "--any-status to reset it anyway"
+                + ("" if mode else " (and --mode add|modify|delete to choose the request)")
+            )
         new_mode = mode or state.default_reset_mode(before.mode)
         if new_mode is None:
             raise UsageError(
                 f"{entry.dn}: sstProvisioningMode {before.mode!r} is not a known mode; "
                 "give --mode add|modify|delete"
             )
-        result = directory.modify(entry.dn, state.reset_changes(before, new_mode))
+        result = directory.modify(entry.dn, state.reset_changes(before, new_mode, now=now))
         if not result.ok:
             raise EntriesFailedError(
                 f"{entry.dn}: reset refused: {result.message}"
                 + (" (the entry changed meanwhile; look again)" if result.conflict else "")
             )
-        log.info("%s: reset from %s to %s", entry.dn, before.mode, new_mode)
         after_entry = directory.read(entry.dn)
     after = read_request(after_entry, config.ldap.date_attribute) if after_entry else before
-    return ResetResult(entry.dn, before, after)
+    status_after = state.classify(after, today)
+    log.info(
+        "%s: reset from %s (%s) to %s (%s)",
+        entry.dn, before.mode, status_before, after.mode, status_after,
+    )  # fmt: skip
+    return ResetResult(entry.dn, before, after, status_before, status_after)

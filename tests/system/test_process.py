@@ -299,7 +299,7 @@ def test_second_run_is_a_no_op_and_reset_reproduces_the_same_tree(tmp_path, ldap
     first = fingerprint(setup.root)
     second_run = run(setup, "process")
     assert second_run.code == 0 and second_run.out == ""
-    reset = run(setup, "reset", "--uid", "4000019", "--mode", "add")
+    reset = run(setup, "reset", "--uid", "4000019", "--mode", "add", "--any-status")
     assert reset.code == 0, reset.err
     assert re.search(r"sstProvisioningMode\s+added\s+add", reset.out)
     assert run(setup, "process").code == 0
@@ -340,7 +340,7 @@ def test_reset_of_a_deleted_entry_defaults_to_delete(tmp_path, ldap_server):
     setup = write_config(tmp_path, ldap_server)
     dn = add(ldap_server, "4000022", mode="deleted", state="20260101T000000Z",
              extra={"sstProvisioningReturnValue": ["0"]})  # fmt: skip
-    assert run(setup, "reset", "--uid", "4000022").code == 0
+    assert run(setup, "reset", "--uid", "4000022", "--any-status").code == 0
     entry = read_entry(ldap_server, dn)
     assert entry["sstprovisioningmode"] == ["delete"]
     assert entry["sstprovisioningstate"] == ["0"]
@@ -381,7 +381,9 @@ def test_a_held_lock_stops_process_and_reset(tmp_path, ldap_server):
         assert refused.code == 75 and "--force" in refused.err
         scan = run(setup, "scan")
         assert scan.code == 0
-        forced = run_process(setup, "reset", "--uid", "4000023", "--mode", "modify", "--force")
+        forced = run_process(
+            setup, "reset", "--uid", "4000023", "--mode", "modify", "--force", "--any-status"
+        )
         assert forced.code == 0
         assert read_entry(ldap_server, dn)["sstprovisioningmode"] == ["modify"]
     finally:

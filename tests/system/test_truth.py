@@ -89,5 +89,88 @@ def test_a_good_filter_without_parentheses_still_narrows_the_search(tmp_path, ld
     assert [row["uid"] for row in rows] == ["4100003"]
 
 
-def _unused(*_: object) -> None:  # keep helpers referenced while the file grows
-    _ = (modify_entry, read_entry, re, day)
+# --- 10.2: reset acts on failed or interrupted entries and keeps scheduled dates ---
+
+
+def account_path(root, uid: str):
+    padded = uid.zfill(6)
+    return root / padded[-1] / padded[-3:] / padded[-6:-3] / uid
+
+
+def test_reset_of_the_delete_scheduled_for_2030_12_31_never_deletes_now(tmp_path, ldap_server):
+    setup = write_config(tmp_path, ldap_server)
+    dn = add(ldap_server, "4100010")
+    assert run(setup, "process").code == 0
+    account = account_path(setup.root, "4100010")
+    assert account.is_dir()
+    # The shop schedules the delete for the end of the contract.
+    modify_entry(ldap_server, dn, {
+        "sstProvisioningMode": ["delete"], "sstProvisioningState": ["0"],
+        "sstProvisioningExecutionDate": ["20301231"],
+    })  # fmt: skip
+
+    refused = run(setup, "reset", "--uid", "4100010")
+    assert refused.code == 2
+    lines = error_lines(refused.err)
+    assert len(lines) == 1 and "is scheduled" in lines[0] and "--any-status" in lines[0]
+    assert read_entry(ldap_server, dn)["sstprovisioningexecutiondate"] == ["20301231"]
+
+    forced = run(setup, "reset", "--uid", "4100010", "--any-status", "--force")
+    assert forced.code == 0, forced.err
+    assert re.search(r"status\s+scheduled\s+scheduled", forced.out), forced.out
+    assert re.search(r"sstProvisioningExecutionDate\s+20301231\s+20301231", forced.out)
+    entry = read_entry(ldap_server, dn)
+    assert entry["sstprovisioningmode"] == ["delete"]
+    assert entry["sstprovisioningexecutiondate"] == ["20301231"]
+    assert run(setup, "process").code == 0
+    assert account.is_dir(), "the next run must not delete the account before its date"
+    assert read_entry(ldap_server, dn)["sstprovisioningmode"] == ["delete"]
+
+    now = run(setup, "reset", "--uid", "4100010", "--any-status", "--now")
+    assert now.code == 0, now.err
+    assert re.search(r"status\s+scheduled\s+due", now.out), now.out
+    assert read_entry(ldap_server, dn)["sstprovisioningexecutiondate"] == ["0"]
+
+
+def test_reset_of_an_interrupted_delete_keeps_its_future_date(tmp_path, ldap_server):
+    setup = write_config(tmp_path, ldap_server)
+    dn = add(ldap_server, "4100011", mode="deleting", date="20301231")
+    result = run(setup, "reset", "--dn", dn)
+    assert result.code == 0, result.err
+    assert re.search(r"status\s+interrupted\s+scheduled", result.out), result.out
+    entry = read_entry(ldap_server, dn)
+    assert entry["sstprovisioningmode"] == ["delete"]
+    assert entry["sstprovisioningexecutiondate"] == ["20301231"]
+
+
+def test_reset_of_a_done_or_pending_entry_needs_any_status(tmp_path, ldap_server):
+    setup = write_config(tmp_path, ldap_server)
+    done = add(ldap_server, "4100012", mode="added", state="20260101T000000Z",
+               extra={"sstProvisioningReturnValue": ["0"]})  # fmt: skip
+    pending = add(ldap_server, "4100013", mode="add")
+    for uid, dn, mode in (("4100012", done, "added"), ("4100013", pending, "add")):
+        for arguments in ((), ("--mode", "modify"), ("--force",), ("--now",)):
+            refused = run(setup, "reset", "--uid", uid, *arguments)
+            assert refused.code == 2, (uid, arguments)
+            assert len(error_lines(refused.err)) == 1
+            assert "not failed or interrupted" in refused.err
+        assert read_entry(ldap_server, dn)["sstprovisioningmode"] == [mode]
+    again = run(setup, "reset", "--uid", "4100012", "--mode", "modify", "--any-status")
+    assert again.code == 0, again.err
+    assert re.search(r"status\s+done\s+due", again.out), again.out
+    assert read_entry(ldap_server, done)["sstprovisioningmode"] == ["modify"]
+
+
+def test_reset_of_a_failed_entry_needs_no_flag_and_keeps_an_overdue_date(tmp_path, ldap_server):
+    setup = write_config(tmp_path, ldap_server)
+    overdue = day(-3)
+    dn = add(ldap_server, "4100014", mode="adding", date=overdue,
+             extra={"sstProvisioningReturnValue": ["40"]})  # fmt: skip
+    result = run(setup, "reset", "--uid", "4100014")
+    assert result.code == 0, result.err
+    assert re.search(r"status\s+failed\s+overdue", result.out), result.out
+    assert re.search(r"sstProvisioningReturnValue\s+40\s+-\s*$", result.out, re.M), result.out
+    entry = read_entry(ldap_server, dn)
+    assert entry["sstprovisioningmode"] == ["add"]
+    assert entry["sstprovisioningexecutiondate"] == [overdue]
+    assert "sstprovisioningreturnvalue" not in entry
