@@ -1,16 +1,24 @@
-"""The run lock: one ``process`` at a time on this host, held with filelock.
+"""The run lock: one ``process`` at a time on this host.
 
 The lock is an advisory ``flock`` on ``[run] lock_file``, so the kernel
 frees it when the holder dies, even by SIGKILL: a stale lock never blocks
-the next run. The holder's PID is written beside it (``<lock_file>.pid``)
-so a refused run can name it.
+the next run. The holder writes its PID into the lock file itself, through
+the descriptor it holds the lock on, so a refused run can name it. The file
+is opened with ``O_NOFOLLOW`` and never truncated by path: a symlink put in
+its place (in a directory others can write) is refused, never written
+through. The file is never removed (removing a flock file races with a
+run that has just opened it).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import logging
 import os
+import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,33 +26,72 @@ from provbackup.errors import LockHeldError, ProvbackupError
 
 log = logging.getLogger(__name__)
 
-
-def _pid_path(lock_file: Path) -> Path:
-    return lock_file.with_name(lock_file.name + ".pid")
+LOCK_FILE_MODE = 0o644
+POLL_SECONDS = 0.05
+MAX_PID_BYTES = 32
+OPEN_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 def holder_pid(lock_file: Path) -> int | None:
-    """Return the PID of the lock's holder, or None when unknown."""
+    """Return the PID of the lock's holder, or None when unknown.
+
+    The kernel's lock table is asked first; the PID the holder wrote into
+    the lock file is the fallback (read without following a symlink).
+    """
     holders = lock_holders(lock_file)
     if holders:
         return holders[0]
+    return _written_pid(lock_file)
+
+
+def _written_pid(lock_file: Path) -> int | None:
     try:
-        text = _pid_path(lock_file).read_text(encoding="ascii").strip()
+        fd = os.open(lock_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        text = os.read(fd, MAX_PID_BYTES).decode("ascii", errors="replace").strip()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     return int(text) if text.isdigit() else None
 
 
-def _make_lock(lock_file: Path, timeout: float):
-    import filelock
-
+def _open_lock_file(lock_file: Path) -> int:
     try:
         lock_file.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ProvbackupError(
             f"cannot create the lock directory {lock_file.parent}: {error.strerror}"
         ) from None
-    return filelock.FileLock(str(lock_file), timeout=timeout), filelock.Timeout
+    try:
+        fd = os.open(lock_file, OPEN_FLAGS, LOCK_FILE_MODE)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise ProvbackupError(
+                f"the lock file {lock_file} is a symbolic link; not following it "
+                "(remove it, and keep [run] lock_file in a directory only root can write)"
+            ) from None
+        raise ProvbackupError(f"cannot open the lock file {lock_file}: {error.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ProvbackupError(f"the lock file {lock_file} is not a regular file")
+    return fd
+
+
+def _take(fd: int, wait: float) -> bool:
+    deadline = time.monotonic() + max(wait, 0)
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(POLL_SECONDS)
 
 
 @contextlib.contextmanager
@@ -53,28 +100,30 @@ def run_lock(lock_file: Path, wait: float = 0) -> Iterator[None]:
 
     Takes the lock file path and how many seconds to wait for it (0: fail
     at once). Raises LockHeldError naming the holder's PID when another
-    run keeps it, ProvbackupError when the lock file cannot be created.
+    run keeps it, ProvbackupError when the lock file cannot be created or
+    is a symlink.
     """
-    lock, timeout_error = _make_lock(lock_file, wait)
+    fd = _open_lock_file(lock_file)
     try:
-        lock.acquire()
-    except timeout_error:
-        pid = holder_pid(lock_file)
-        holder = f" (PID {pid})" if pid else ""
-        raise LockHeldError(
-            f"another provbackup run holds the lock {lock_file}{holder}; nothing changed"
-        ) from None
-    except OSError as error:
-        raise ProvbackupError(f"cannot open the lock file {lock_file}: {error.strerror}") from None
-    try:
+        if not _take(fd, wait):
+            pid = holder_pid(lock_file)
+            holder = f" (PID {pid})" if pid else ""
+            raise LockHeldError(
+                f"another provbackup run holds the lock {lock_file}{holder}; nothing changed"
+            )
         with contextlib.suppress(OSError):
-            _pid_path(lock_file).write_text(f"{os.getpid()}\n", encoding="ascii")
+            # Through the locked descriptor: never a path that may have become a symlink.
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
         log.debug("holding the run lock %s", lock_file)
-        yield
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
     finally:
-        with contextlib.suppress(OSError):
-            _pid_path(lock_file).unlink()
-        lock.release()
+        # Closing the descriptor releases the flock.
+        os.close(fd)
 
 
 def lock_holders(lock_file: Path) -> list[int]:
@@ -85,7 +134,7 @@ def lock_holders(lock_file: Path) -> list[int]:
     Returns an empty list when the file does not exist or nobody holds it.
     """
     try:
-        info = os.stat(lock_file)
+        info = os.stat(lock_file, follow_symlinks=False)
     except OSError:
         return []
     device = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"

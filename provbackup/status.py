@@ -1,7 +1,10 @@
 """The status file: what the last ``process`` run did, for monitoring.
 
 Written atomically (a temporary file in the same directory, fsync, then
-rename), so a reader never sees half a file even if the run is killed.
+rename), so a reader never sees half a file even if the run is killed. The
+file holds DNs, errors and hook output: it is mode 0640, owned by root
+(group root), set on the temporary file before the rename so the file is
+never readable by others, not even for a moment.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 STATUS_VERSION = 1
+STATUS_MODE = 0o640
 
 
 def write_status(path: Path, status: dict[str, Any]) -> None:
@@ -32,11 +36,13 @@ def write_status(path: Path, status: dict[str, Any]) -> None:
         )
         try:
             with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                if os.geteuid() == 0:
+                    os.fchown(handle.fileno(), 0, 0)
+                os.fchmod(handle.fileno(), STATUS_MODE)
                 json.dump({"version": STATUS_VERSION, **status}, handle, indent=2, sort_keys=True)
                 handle.write("\n")
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.chmod(temporary, 0o644)
             os.replace(temporary, path)
         except BaseException:
             with contextlib.suppress(OSError):
