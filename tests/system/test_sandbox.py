@@ -7,8 +7,10 @@ import re
 import signal
 import socket
 import ssl
+import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import pytest
 from ldap3.core.exceptions import LDAPException
 
 import sandbox
+import sandbox.locations
 from sandbox import (
     SandboxError,
     Slapd,
@@ -24,9 +27,13 @@ from sandbox import (
     entries_to_ldif,
     free_port,
     jailkit_home_directory,
+    make_certificate_authority,
+    make_server_certificate,
     provbackup_schema_path,
     stoney_schema_path,
 )
+
+REPOSITORY = Path(__file__).resolve().parents[2]
 
 INVALID_ATTRIBUTE_SYNTAX = 21
 OBJECT_CLASS_VIOLATION = 65
@@ -118,6 +125,26 @@ def test_account_entry_shape() -> None:
     assert "sstProvisioningExecutionDate" not in other
     with pytest.raises(ValueError):
         account_entry("bob", base_dn="dc=x", date_attribute="sstDate")
+
+
+def test_account_entry_escapes_the_rdn_and_slapd_stores_the_uid_unchanged(
+    ldap_server: Slapd,
+) -> None:
+    uid = 'a,b+c"d\\e<f>g;h=i'
+    dn, attributes = account_entry(uid, base_dn=ldap_server.accounts_dn)
+    assert dn == f'uid=a\\,b\\+c\\"d\\\\e\\<f\\>g\\;h\\=i,{ldap_server.accounts_dn}'
+    edges = account_entry("#x ", base_dn=ldap_server.accounts_dn)
+    assert edges[0].startswith("uid=\\#x\\ ,")
+    assert ldap_server.add_entries([(dn, attributes), edges]) == 2
+    assert _read(ldap_server, dn)["uid"] == [uid]
+    assert _read(ldap_server, edges[0])["uid"] == ["#x "]
+
+
+def test_schema_and_programs_are_found_in_the_checkout() -> None:
+    """The sandbox is not installed: it uses the checkout's schema/ (issue 13)."""
+    assert provbackup_schema_path() == REPOSITORY / "schema" / "provbackup.schema"
+    assert sandbox.locations.REPOSITORY_ROOT == REPOSITORY
+    assert Path(sandbox.__file__).parent == REPOSITORY / "sandbox"
 
 
 def test_entries_to_ldif_encodes_unsafe_values() -> None:
@@ -371,6 +398,46 @@ def _tls_connection(server: Slapd, uri: str, ca_file: Path, *, start_tls: bool) 
     finally:
         with contextlib.suppress(LDAPException):  # the socket may be gone after a TLS failure
             connection.unbind()
+
+
+def test_certificates_are_signed_by_their_ca_for_the_given_names(tmp_path: Path) -> None:
+    ca_certificate, ca_key = make_certificate_authority(tmp_path / "tls")
+    certificate, key = make_server_certificate(
+        tmp_path / "tls", ca_certificate, ca_key, hosts=("127.0.0.1", "ldap.example")
+    )
+    for private in (ca_key, key):
+        assert stat.S_IMODE(private.stat().st_mode) == 0o600, private
+    # A client trusting the CA accepts the certificate for both names and no other.
+    client = ssl.create_default_context(cafile=str(ca_certificate))
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(str(certificate), str(key))
+    for name, accepted in (("ldap.example", True), ("127.0.0.1", True), ("other.example", False)):
+        assert _handshake(client, server, name) is accepted, name
+    other_ca, _ = make_certificate_authority(tmp_path / "other")
+    assert other_ca.read_bytes() != ca_certificate.read_bytes()
+    stranger = ssl.create_default_context(cafile=str(other_ca))
+    assert not _handshake(stranger, server, "ldap.example")
+
+
+def _handshake(client: ssl.SSLContext, server: ssl.SSLContext, name: str) -> bool:
+    """Run a TLS handshake over a socket pair; True when the client accepted the server."""
+    near, far = socket.socketpair()
+
+    def serve() -> None:
+        with contextlib.suppress(ssl.SSLError, OSError):
+            server.wrap_socket(far, server_side=True).close()
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        client.wrap_socket(near, server_hostname=name).close()
+        return True
+    except ssl.SSLCertVerificationError:
+        return False
+    finally:
+        near.close()
+        thread.join(10)
+        far.close()
 
 
 def test_start_tls_verifies_with_the_generated_ca(ldap_server: Slapd) -> None:
