@@ -64,7 +64,7 @@ def conf_text(uid: str, dn: str, account: str, gid: int, retain: list[tuple[str,
         f"rsync_long_args\t{RSYNC_LONG_ARGS.format(group=gid)}",
         *(f"retain\t{interval}\t{count}" for interval, count in retain),
         f"lockfile\t{account}/rsnapshot.pid",
-        f"backup\t{home}/incoming/\tincoming/",
+        f"backup\t{home}/incoming/\t./",
     ]
     return "\n".join(lines) + "\n"
 

@@ -35,6 +35,16 @@ def outcome_line(outcome: Any) -> str:
     return line
 
 
+def snapshot_line(result: Any) -> str:
+    """One line for an account of a snapshot run: outcome, uid, account directory, why."""
+    line = f"{result.outcome:<8} {escape_control(result.uid):<12} {escape_control(result.account)}"
+    if result.outcome != "done" and result.message:
+        line += f": {escape_control(result.message)}"
+    elif result.newest:
+        line += f" (newest snapshot {result.newest})"
+    return line
+
+
 SCAN_HEADERS = ["uid", "mode", "date", "status", "dn"]
 
 

@@ -358,7 +358,9 @@ def render_rsnapshot_conf(shape: RsnapshotShape, fields: RsnapshotFields) -> str
         f"rsync_long_args\t{RSYNC_LONG_ARGS.format(group=fields.group)}",
         *(f"retain\t{interval}\t{count}" for interval, count in shape.retain),
         f"lockfile\t{fields.lockfile}",
-        f"backup\t{fields.backup_source}\tincoming/",
+        # "./": a snapshot holds the client directories at its top (daily.0/<host>/...),
+        # the paths Sepiola and OnlineRestore.pl restore from (SPEC section 6).
+        f"backup\t{fields.backup_source}\t./",
     ]
     return "\n".join(lines) + "\n"
 

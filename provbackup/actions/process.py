@@ -14,12 +14,13 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 from provbackup import plan as planning
 from provbackup import state, work
+from provbackup.accountlock import AccountBusyError, account_lock, account_lock_path
 from provbackup.actions.common import Clock, local_today, search_named, utc_now
 from provbackup.config import Config
 from provbackup.directory import Directory, connect, request_filter
@@ -352,9 +353,33 @@ class _Worker:
 
     def handle(self, item: _Due) -> EntryOutcome:
         started = time.monotonic()
-        outcome = self._handle(item)
+        try:
+            with self._account_lock(item):
+                outcome = self._handle(item)
+        except AccountBusyError as error:
+            # A snapshot is running on the account: the entry is not claimed, so it
+            # stays requested and the next run does it. Not a failure.
+            log.info("%s: %s; left requested for the next run", item.entry.dn, error)
+            outcome = EntryOutcome(
+                item.entry.dn, item.request.uid, item.verb, SKIPPED,
+                f"{error}; left requested for the next run",
+            )  # fmt: skip
         outcome.seconds = round(time.monotonic() - started, 3)
         return outcome
+
+    def _account_lock(self, item: _Due) -> AbstractContextManager[object]:
+        """The account's lock (not waited for), taken before the claim; none for a dry run.
+
+        An entry whose uid cannot name a lock file gets none: the work refuses it.
+        """
+        uid = item.request.uid
+        if self.dry_run or uid is None:
+            return nullcontext()
+        try:
+            account_lock_path(self.config, uid)
+        except ValueError:
+            return nullcontext()
+        return account_lock(self.config, uid, 0)
 
     def _handle(self, item: _Due) -> EntryOutcome:
         dn, verb, uid = item.entry.dn, item.verb, item.request.uid

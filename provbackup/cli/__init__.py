@@ -5,5 +5,7 @@ from provbackup.cli.process import process_command
 from provbackup.cli.reset import reset_command
 from provbackup.cli.scan import scan_command
 from provbackup.cli.show import show_command
+from provbackup.cli.snapshot import snapshot_command
 
-commands = [scan_command, process_command, show_command, reset_command, check_command]
+commands = [scan_command, process_command, show_command, reset_command, check_command,
+            snapshot_command]  # fmt: skip

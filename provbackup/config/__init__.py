@@ -23,6 +23,7 @@ from provbackup.config.sections import (
     RsnapshotConfig,
     RunConfig,
     Setting,
+    SnapshotConfig,
     declared_keys,
     known_keys,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "RsnapshotConfig",
     "RunConfig",
     "Setting",
+    "SnapshotConfig",
     "declared_keys",
     "find_config_path",
     "known_keys",

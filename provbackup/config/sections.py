@@ -138,6 +138,21 @@ class DeleteConfig:
 
 
 @dataclass(frozen=True)
+class SnapshotConfig:
+    """``[snapshot]``: how ``provbackup snapshot`` runs rsnapshot over the accounts."""
+
+    jobs: int = setting(2, v.integer(1, 256), "accounts snapshot at once")
+    lock_wait: float = setting(
+        600.0, v.non_negative_float, "seconds to wait for an account another run works on"
+    )
+    timeout: float = setting(86400.0, v.positive_float, "seconds one account's rsnapshot may take")
+    stale_slack: int = setting(
+        10800, v.integer(0, 10**9), "check's slack beyond an account's smallest interval"
+    )
+    usage: bool = setting(True, v.boolean, "write the usage figures back to LDAP")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """``[run]``: the lock and status files of a run."""
 
@@ -207,6 +222,7 @@ SECTIONS: dict[str, type] = {
     "rsnapshot": RsnapshotConfig,
     "quota": QuotaConfig,
     "delete": DeleteConfig,
+    "snapshot": SnapshotConfig,
     "run": RunConfig,
     "log": LogConfig,
     "mail": MailConfig,
@@ -260,6 +276,7 @@ class Config:
     rsnapshot: RsnapshotConfig = RsnapshotConfig()
     quota: QuotaConfig = QuotaConfig()
     delete: DeleteConfig = DeleteConfig()
+    snapshot: SnapshotConfig = SnapshotConfig()
     run: RunConfig = RunConfig()
     log: LogConfig = LogConfig()
     mail: MailConfig = MailConfig()

@@ -92,11 +92,13 @@ def test_the_account_tree_takes_real_rsnapshot_backups(tmp_path, ldap_server):
     assert run(setup, "process").code == 0
     account = account_dir(setup.root, "4000001")
     home = account / "chroot" / "home" / "4000001"
-    (home / "incoming" / "report.txt").write_text("quarterly numbers\n")
+    (home / "incoming" / "laptop").mkdir()
+    (home / "incoming" / "laptop" / "report.txt").write_text("quarterly numbers\n")
     subprocess.run(
         ["rsnapshot", "-c", str(account / "rsnapshot.conf"), "daily"], check=True, timeout=60
     )
-    copied = home / ".snapshots" / "daily.0" / "incoming" / "report.txt"
+    # The layout "./": the client's directory at the snapshot's top (SPEC section 6).
+    copied = home / ".snapshots" / "daily.0" / "laptop" / "report.txt"
     assert copied.read_text() == "quarterly numbers\n"
 
 

@@ -252,15 +252,18 @@ def test_rsnapshot_daily_snapshots_incoming(config: Config, root: Path, outside:
         [RSNAPSHOT, "-c", str(paths.rsnapshot_conf), "daily"], check=True, capture_output=True
     )
     daily = paths.snapshots / "daily.0"
-    assert os.listdir(daily) == ["incoming"]
-    assert (daily / "incoming" / "documents" / "letter.txt").read_text() == "dear"
-    assert (daily / "incoming" / "top.txt").read_text() == "top"
+    # The layout "./": what the client uploaded is at the snapshot's top.
+    assert sorted(os.listdir(daily)) == ["documents", "link-out", "top.txt"]
+    assert (daily / "documents" / "letter.txt").read_text() == "dear"
+    assert (daily / "top.txt").read_text() == "top"
     # A user's symlink is kept as a symlink, not followed.
-    assert os.readlink(daily / "incoming" / "link-out") == str(outside)
+    assert os.readlink(daily / "link-out") == str(outside)
     assert tree(outside) == before
     # Snapshots are the account group's to read, nobody's to change.
-    assert owner_and_mode(daily / "incoming" / "top.txt")[:2] == (0, GROUP)
-    assert not owner_and_mode(daily / "incoming" / "top.txt")[2] & 0o022
+    assert owner_and_mode(daily / "top.txt")[:2] == (0, GROUP)
+    assert not owner_and_mode(daily / "top.txt")[2] & 0o022
+    assert owner_and_mode(daily)[:2] == (0, GROUP)
+    assert not owner_and_mode(daily)[2] & 0o027
     assert not paths.rsnapshot_lock.exists()
 
 
@@ -277,8 +280,9 @@ def test_user_permissions_and_deactivation(user_reachable_root: Path) -> None:
     assert as_user("touch", str(paths.snapshots / "planted")) != 0
     assert as_user("touch", str(paths.rsnapshot_conf)) != 0
     subprocess.run([RSNAPSHOT, "-c", str(paths.rsnapshot_conf), "daily"], check=True)
-    snapshot = paths.snapshots / "daily.0" / "incoming"
+    snapshot = paths.snapshots / "daily.0"
     assert as_user("ls", str(snapshot)) == 0
+    assert as_user("touch", str(snapshot / "planted")) != 0
     assert as_user("cat", str(snapshot / "upload")) == 0
     assert as_user("touch", str(snapshot / "upload")) != 0
     assert as_user("rm", "-f", str(snapshot / "upload")) != 0

@@ -148,7 +148,7 @@ def test_rsnapshot_conf_fields_are_tab_separated() -> None:
     assert "cmd_rsync\t/usr/bin/rsync" in lines
     assert "one_fs\t1" in lines
     assert "lockfile\t/var/backup/7/707/723/3723707/rsnapshot.pid" in lines
-    assert lines[-1] == f"backup\t{home}/incoming/\tincoming/"
+    assert lines[-1] == f"backup\t{home}/incoming/\t./"
     # rsync must not rebuild the server's absolute path below the snapshot.
     long_args = next(line for line in lines if line.startswith("rsync_long_args\t"))
     assert "--relative" not in long_args
@@ -184,7 +184,7 @@ def test_dn_with_newlines_cannot_add_configuration_lines() -> None:
     text = plan_of(make_account(dn=dn)).rsnapshot_conf
     lines = text.splitlines()
     assert [line for line in lines if line.startswith("backup")] == [
-        "backup\t/var/backup/7/707/723/3723707/chroot/home/3723707/incoming/\tincoming/"
+        "backup\t/var/backup/7/707/723/3723707/chroot/home/3723707/incoming/\t./"
     ]
     assert [line for line in lines if line.startswith("cmd_rsync")] == ["cmd_rsync\t/usr/bin/rsync"]
     comment = lines[0]

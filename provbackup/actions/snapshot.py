@@ -1,0 +1,401 @@
+"""``snapshot INTERVAL``: rsnapshot over every account that keeps INTERVAL, then usage.
+
+The disk decides which accounts run (an active ``rsnapshot.conf`` that
+retains the interval), not LDAP: with the directory down the snapshots
+still run, and only the usage write-back waits for a later run (exit 69
+once every snapshot is done, so the failure is seen). Up to ``[snapshot]
+jobs`` accounts at once in worker threads, each under its account lock; the
+whole run under a lock per interval (another run of the same interval: exit
+75). One account's failure never stops the others (exit 1).
+
+LDAP stays in the calling thread: before an account is handed to a worker
+its entry is looked up (DN, sstQuota), and once it is done its usage is
+written back with one plain replace. A refused write (a schema without the
+attributes, an ACL) is a warning, once per run: the snapshot stands.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from provbackup.actions.common import Clock, search_named, utc_now
+from provbackup.config import INTERVALS, Config
+from provbackup.errors import (
+    EXIT_ENTRIES_FAILED,
+    EXIT_LDAP_UNAVAILABLE,
+    EXIT_OK,
+    ConfigError,
+    EntryError,
+    LdapUnavailableError,
+    ProvbackupError,
+    UsageError,
+)
+from provbackup.lock import run_lock
+from provbackup.plan import AccountPaths, account_paths
+from provbackup.state import REPLACE
+from provbackup.status import write_status
+from provbackup.work.rsnapshot import resolve_command
+from provbackup.work.safe import lstat_entry, open_root
+from provbackup.work.snapshot_account import (
+    BUSY,
+    DONE,
+    FAILED,
+    SKIPPED,
+    WOULD,
+    AccountResult,
+    SnapshotJob,
+    snapshot_account,
+)
+from provbackup.work.snapshots import find_accounts, open_account
+from provbackup.work.usage import raise_open_files_limit
+
+if TYPE_CHECKING:
+    from provbackup.directory import Directory
+
+log = logging.getLogger(__name__)
+
+USAGE_ATTRIBUTES = ("sstBackupSize", "sstIncrementSize", "sstBackupLastSuccessfulBackup")
+OUTCOMES = (DONE, FAILED, BUSY, SKIPPED)
+ADVICE = (
+    "A failed snapshot is retried by the next run of its interval. For each one:",
+    "  provbackup show UID                          the account on disk",
+    "  provbackup snapshot INTERVAL --uid UID -v    run it again by hand, with detail",
+    "",
+    "See provbackup(1), section SNAPSHOTS.",
+)
+
+
+def status_path(config: Config, interval: str) -> Path:
+    """The status file of ``interval``'s runs, beside ``[run] status_file``."""
+    return config.run.status_file.with_name(f"status-snapshot-{interval}.json")
+
+
+def lock_path(config: Config, interval: str) -> Path:
+    """The lock of ``interval``'s runs, beside ``[run] lock_file``."""
+    return config.run.lock_file.with_name(f"snapshot-{interval}.lock")
+
+
+@dataclass
+class SnapshotReport:
+    """One snapshot run: every account's result (compact), the exit code, usage write-back."""
+
+    interval: str
+    started: datetime
+    dry_run: bool
+    results: list[AccountResult] = field(default_factory=list)
+    finished: datetime | None = None
+    exit_code: int = EXIT_OK
+    error: str | None = None
+    usage_written: int = 0
+    usage_refused: int = 0
+    ldap_error: str | None = None
+    advice: tuple[str, ...] = ADVICE
+
+    def count(self, outcome: str) -> int:
+        """How many accounts ended with ``outcome``."""
+        return sum(1 for item in self.results if item.outcome == outcome)
+
+    @property
+    def failed(self) -> list[_MailItem]:
+        """The accounts whose snapshot failed or found the account busy, for the mail."""
+        return [
+            _MailItem(item.account, item.uid, f"snapshot {self.interval}", item.message)
+            for item in self.results
+            if item.failed
+        ]
+
+    def summary(self) -> str:
+        """One line: counts by outcome, and the usage write-back."""
+        if self.dry_run:
+            return (
+                f"dry run: {self.count(WOULD)} accounts would get a {self.interval} snapshot, "
+                f"{self.count(SKIPPED)} skipped, nothing changed"
+            )
+        line = ", ".join(f"{self.count(name)} {name}" for name in OUTCOMES)
+        line += f"; usage written for {self.usage_written}"
+        if self.usage_refused:
+            line += f", refused for {self.usage_refused}"
+        if self.ldap_error:
+            line += " (LDAP unavailable: usage not written back)"
+        return line
+
+    def to_status(self, hostname: str) -> dict[str, object]:
+        """The status-file document of this run."""
+        return {
+            "command": "snapshot",
+            "interval": self.interval,
+            "hostname": hostname,
+            "pid": os.getpid(),
+            "started": self.started.isoformat(),
+            "finished": (self.finished or self.started).isoformat(),
+            "exit_code": self.exit_code,
+            "error": self.error,
+            "ldap_error": self.ldap_error,
+            "counts": {name: self.count(name) for name in OUTCOMES},
+            "usage": {"written": self.usage_written, "refused": self.usage_refused},
+            "accounts": [
+                {
+                    key: value
+                    for key, value in asdict(item).items()
+                    if key in ("uid", "account", "outcome", "message", "seconds", "newest")
+                }
+                for item in self.results
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class _MailItem:
+    dn: str
+    uid: str | None
+    action: str | None
+    message: str
+    return_value: int | None = None
+
+
+def snapshot(
+    config: Config,
+    interval: str,
+    *,
+    uid: str | None = None,
+    jobs: int | None = None,
+    dry_run: bool = False,
+    clock: Clock = utc_now,
+    on_result: Callable[[AccountResult], None] | None = None,
+) -> SnapshotReport:
+    """Run ``interval``'s snapshots once; see the module docstring.
+
+    ``uid`` narrows the run to one account, ``jobs`` overrides ``[snapshot]
+    jobs``; ``on_result`` is called in this thread as each account ends.
+    Returns the :class:`SnapshotReport` (exit code 0, 1 or 69). Raises
+    UsageError for an unknown interval, LockHeldError (75) when another run
+    of the interval holds its lock, ConfigError (78) when the backup root
+    or rsnapshot is missing.
+    """
+    if interval not in INTERVALS:
+        raise UsageError(f"unknown interval {interval!r}; expected one of {', '.join(INTERVALS)}")
+    report = SnapshotReport(interval=interval, started=clock(), dry_run=dry_run)
+    argv = resolve_command(config.rsnapshot)
+    if argv is None:
+        raise ConfigError(
+            f"{config.source}: [rsnapshot] command: {config.rsnapshot.command!r} not found"
+        )
+    try:
+        with open_root(config.backup.root):
+            pass
+    except EntryError as error:
+        raise ConfigError(f"{config.source}: [backup] root: {error}") from None
+    raise_open_files_limit()
+    job = SnapshotJob(config, interval, argv, dry_run, clock)
+    lock = nullcontext() if dry_run else run_lock(lock_path(config, interval))
+    with lock:
+        try:
+            _run(job, report, uid, jobs or config.snapshot.jobs, on_result)
+        except ProvbackupError as error:
+            report.exit_code, report.error = error.exit_code, str(error)
+            raise
+        except Exception as error:
+            report.exit_code, report.error = 70, f"internal error: {type(error).__name__}: {error}"
+            raise
+        finally:
+            report.finished = clock()
+            if not dry_run:
+                hostname = socket.gethostname()
+                write_status(status_path(config, interval), report.to_status(hostname))
+                if report.failed:
+                    from provbackup.notify import send_failure_mail
+
+                    send_failure_mail(config.mail, report, hostname)
+    return report
+
+
+def _run(
+    job: SnapshotJob,
+    report: SnapshotReport,
+    uid: str | None,
+    jobs: int,
+    on_result: Callable[[AccountResult], None] | None,
+) -> None:
+    config = job.config
+    writer = _UsageWriter(config) if config.snapshot.usage and not job.dry_run else None
+    with contextlib.ExitStack() as stack:
+        if writer is not None:
+            stack.callback(writer.close)
+            writer.open()
+            report.ldap_error = writer.error
+        pool = stack.enter_context(concurrent.futures.ThreadPoolExecutor(max_workers=jobs))
+        running: dict[concurrent.futures.Future[AccountResult], AccountPaths] = {}
+
+        def finish(done: set[concurrent.futures.Future[AccountResult]]) -> None:
+            for future in done:
+                paths = running.pop(future)
+                result = future.result()
+                if result.outcome == DONE and writer is not None:
+                    writer.write(paths.account.name, result)
+                _log(result, job.interval)
+                report.results.append(result)
+                if on_result is not None:
+                    on_result(result)
+
+        for paths in _accounts(config, uid, report, on_result):
+            # A bounded window of accounts in flight: memory does not grow with the root.
+            while len(running) >= 2 * jobs:
+                done, _ = concurrent.futures.wait(
+                    running, return_when=concurrent.futures.FIRST_COMPLETED
+                )
+                finish(done)
+            quota = writer.lookup(paths.account.name) if writer is not None else None
+            running[pool.submit(snapshot_account, job, paths, quota)] = paths
+        while running:
+            done, _ = concurrent.futures.wait(
+                running, return_when=concurrent.futures.FIRST_COMPLETED
+            )
+            finish(done)
+        if writer is not None:
+            report.usage_written, report.usage_refused = writer.written, writer.refused
+            report.ldap_error = writer.error
+    if any(item.failed for item in report.results):
+        report.exit_code = EXIT_ENTRIES_FAILED
+    elif report.ldap_error and report.count(DONE):
+        report.exit_code = EXIT_LDAP_UNAVAILABLE
+
+
+def _accounts(
+    config: Config,
+    uid: str | None,
+    report: SnapshotReport,
+    on_result: Callable[[AccountResult], None] | None,
+) -> Iterator[AccountPaths]:
+    root, layout = config.backup.root, config.backup.layout
+    if uid is None:
+        yield from find_accounts(root, layout)
+        return
+    try:
+        paths = account_paths(root, layout, uid)
+        with open_account(paths) as (account, _home):
+            active = lstat_entry(account, "rsnapshot.conf") is not None
+            inactive = lstat_entry(account, "rsnapshot.conf.inactive") is not None
+    except (EntryError, OSError, ValueError) as error:
+        message = f"no account directory for {uid!r} under {root}: {error}"
+        result = AccountResult(uid=uid, account=str(root), outcome=FAILED, message=message)
+    else:
+        if active:
+            yield paths
+            return
+        outcome, message = (
+            (SKIPPED, "inactive (rsnapshot.conf.inactive)")
+            if inactive
+            else (FAILED, "no rsnapshot.conf: run provbackup reset --mode modify for it")
+        )
+        result = AccountResult(
+            uid=uid, account=str(paths.account), outcome=outcome, message=message
+        )
+    _log(result, report.interval)
+    report.results.append(result)
+    if on_result is not None:
+        on_result(result)
+
+
+def _log(result: AccountResult, interval: str) -> None:
+    if result.failed:
+        log.error(
+            "%s: %s snapshot %s: %s", result.account, interval, result.outcome, result.message
+        )
+    else:
+        log.info(
+            "%s: %s snapshot %s (%.1f s)", result.account, interval, result.outcome, result.seconds
+        )
+        for step in result.steps:
+            log.debug("%s: %s", result.account, step)
+
+
+class _UsageWriter:
+    """Looks accounts up and writes their usage back, in the calling thread only."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.directory: Directory | None = None
+        self.error: str | None = None
+        self.written = 0
+        self.refused = 0
+        self.dns: dict[str, str] = {}
+
+    def open(self) -> None:
+        from provbackup.directory import connect
+
+        try:
+            self.directory = connect(self.config.ldap)
+        except LdapUnavailableError as error:
+            self._lost(error)
+
+    def _lost(self, error: LdapUnavailableError) -> None:
+        log.warning(
+            "LDAP unavailable, snapshots go on; usage is written back by a later run: %s", error
+        )
+        self.error = str(error)
+        self.close()
+
+    def lookup(self, uid: str) -> int | None:
+        """Find the account's entry; return its sstQuota (None when unknown)."""
+        if self.directory is None:
+            return None
+        try:
+            entries = list(search_named(self.directory, self.config, dn=None, uid=uid))
+        except LdapUnavailableError as error:
+            self._lost(error)
+            return None
+        if len(entries) != 1:
+            log.warning(
+                "%s: %d entries with this uid in the directory: usage not written back",
+                uid,
+                len(entries),
+            )
+            return None
+        entry = entries[0]
+        self.dns[uid] = entry.dn
+        quota = entry.single("sstQuota")
+        return int(quota) if quota is not None and quota.isdigit() else None
+
+    def write(self, uid: str, result: AccountResult) -> None:
+        """Replace the usage attributes of the account's entry (a refusal is a warning)."""
+        dn = self.dns.pop(uid, None)
+        if self.directory is None or dn is None or result.usage is None:
+            return
+        changes = {
+            "sstBackupSize": [(REPLACE, [str(result.usage.backup)])],
+            "sstIncrementSize": [(REPLACE, [str(result.usage.snapshot)])],
+        }
+        if result.hosts:
+            changes["sstBackupLastSuccessfulBackup"] = [(REPLACE, list(result.hosts))]
+        try:
+            answer = self.directory.modify(dn, changes)
+        except LdapUnavailableError as error:
+            self._lost(error)
+            return
+        if answer.ok:
+            self.written += 1
+            return
+        self.refused += 1
+        level = logging.WARNING if self.refused == 1 else logging.DEBUG
+        log.log(
+            level,
+            "%s: usage write-back refused by the LDAP server: %s (the snapshot stands; "
+            "further refusals this run are counted, not logged)",
+            dn,
+            answer.message,
+        )
+
+    def close(self) -> None:
+        if self.directory is not None:
+            self.directory.close()
+            self.directory = None

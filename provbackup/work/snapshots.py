@@ -1,0 +1,314 @@
+"""The snapshot side of an account on disk: finding accounts, their rsnapshot.conf, the tree.
+
+Everything is reached from the backup root through directory descriptors
+opened with ``O_NOFOLLOW`` (:mod:`provbackup.work.safe`): nothing a customer
+planted is followed. The pieces:
+
+- :func:`find_accounts` walks the layout (``stoney``: four levels of digit
+  names; ``flat``: one level) for account directories holding a regular file
+  named exactly ``rsnapshot.conf``; ``.deleted`` and inactive accounts
+  (``rsnapshot.conf.inactive``) are never matched.
+- :func:`read_conf` reads the retain lines and paths of an account's file
+  and checks they are this account's own paths.
+- :func:`migrate_layout` moves snapshots of the first release's layout
+  (``daily.N/incoming/<host>``) up one level by rename, and upgrades the
+  backup line of the configuration to ``./``.
+- :func:`prune` removes snapshots a lowered retain count or a dropped
+  interval no longer keeps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from provbackup.config import INTERVALS
+from provbackup.entry import SAFE_UID
+from provbackup.errors import RETURN_RSNAPSHOT, InvalidEntryError, UnsafePathError, WorkError
+from provbackup.plan import CONF_MODE, ROOT_ID, RSNAPSHOT_CONF, AccountPaths, account_paths
+from provbackup.work.safe import (
+    OPEN_FILE_FLAGS,
+    Directory,
+    lstat_entry,
+    open_directory,
+    open_root,
+    remove_tree,
+    replace_file,
+)
+
+logger = logging.getLogger(__name__)
+
+MAX_CONF_BYTES = 64 * 1024
+SNAPSHOT_NAME = re.compile(r"(?P<interval>hourly|daily|weekly|monthly|yearly)\.(?P<number>\d{1,4})")
+MIGRATING_PREFIX = ".provbackup-migrating."
+PRUNING_PREFIX = ".provbackup-pruning."
+OLD_DESTINATION = "incoming/"
+NEW_DESTINATION = "./"
+STONEY_LEVELS = (re.compile(r"\d"), re.compile(r"\d{3}"), re.compile(r"\d{3}"))
+
+
+@dataclass(frozen=True)
+class AccountConf:
+    """What the snapshot runner needs from an account's rsnapshot.conf.
+
+    ``retain`` is the (interval, count) pairs in the file's order (the first
+    is the interval rsnapshot syncs into); ``destination`` is the backup
+    line's destination (``./``, or ``incoming/`` in the first release).
+    """
+
+    retain: tuple[tuple[str, int], ...]
+    destination: str
+    text: str
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """The retain counts by interval."""
+        return dict(self.retain)
+
+    @property
+    def lowest(self) -> str | None:
+        """The interval rsnapshot syncs into (the others rotate from it)."""
+        return self.retain[0][0] if self.retain else None
+
+
+def find_accounts(root: Path, layout: str) -> Iterator[AccountPaths]:
+    """Yield the paths of every account under ``root`` whose active rsnapshot.conf exists.
+
+    Walks only the names the layout makes (digits in ``stoney``, safe uids
+    in ``flat``; never a dot name such as ``.deleted``), never follows a
+    symlink and never recurses on the Python stack: the depth is fixed by
+    the layout. Only a regular file named exactly ``rsnapshot.conf`` counts.
+    Raises WorkError when the root cannot be opened.
+    """
+    with open_root(root) as top:
+        if layout == "flat":
+            yield from _accounts_in(top, root, layout)
+            return
+        for first in _subdirectories(top, STONEY_LEVELS[0]):
+            with first:
+                for second in _subdirectories(first, STONEY_LEVELS[1]):
+                    with second:
+                        for third in _subdirectories(second, STONEY_LEVELS[2]):
+                            with third:
+                                yield from _accounts_in(third, root, layout)
+
+
+def _subdirectories(parent: Directory, pattern: re.Pattern[str]) -> Iterator[Directory]:
+    with os.scandir(parent.fd) as entries:
+        names = sorted(
+            entry.name
+            for entry in entries
+            if pattern.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False)
+        )
+    for name in names:
+        try:
+            yield open_directory(parent, name)
+        except (FileNotFoundError, UnsafePathError):
+            continue  # vanished or replaced since the listing
+
+
+def _accounts_in(parent: Directory, root: Path, layout: str) -> Iterator[AccountPaths]:
+    with os.scandir(parent.fd) as entries:
+        names = sorted(
+            entry.name
+            for entry in entries
+            if SAFE_UID.fullmatch(entry.name)
+            and not entry.name.startswith(".")
+            and entry.is_dir(follow_symlinks=False)
+        )
+    for name in names:
+        try:
+            paths = account_paths(root, layout, name)
+        except (ValueError, InvalidEntryError):
+            continue  # a name this layout never makes
+        if paths.account.parent != parent.path:
+            continue  # e.g. 12345 found under 7/707/723: not where the layout puts it
+        try:
+            with open_directory(parent, name, path=paths.account) as account:
+                status = lstat_entry(account, RSNAPSHOT_CONF)
+        except (OSError, UnsafePathError):
+            continue  # vanished or replaced since the listing
+        if status is not None and stat.S_ISREG(status.st_mode):
+            yield paths
+
+
+def account_by_uid(root: Path, layout: str, uid: str) -> AccountPaths:
+    """Return the paths of the account ``uid`` (InvalidEntryError for a bad uid)."""
+    return account_paths(root, layout, uid)
+
+
+@contextlib.contextmanager
+def open_account(paths: AccountPaths) -> Iterator[tuple[Directory, Directory]]:
+    """Open the account directory and its home from the root, never following a symlink.
+
+    Yields ``(account, home)``. Raises FileNotFoundError when the account is
+    gone, UnsafePathError for a symlink or file on the way.
+    """
+    parts = paths.home.relative_to(paths.root).parts
+    account_depth = len(paths.account.relative_to(paths.root).parts)
+    with contextlib.ExitStack() as stack:
+        directory = stack.enter_context(open_root(paths.root))
+        account = None
+        for index, name in enumerate(parts):
+            directory = stack.enter_context(open_directory(directory, name))
+            if index == account_depth - 1:
+                account = directory
+        assert account is not None
+        yield account, directory
+
+
+def read_conf(account: Directory, paths: AccountPaths, name: str = RSNAPSHOT_CONF) -> AccountConf:
+    """Read the account's rsnapshot.conf (a regular file, at most 64 KiB, not followed).
+
+    Checks that its snapshot_root and backup source are this account's own
+    paths. Returns the :class:`AccountConf`. Raises WorkError
+    (RETURN_RSNAPSHOT) naming the file for anything else.
+    """
+    where = account.path / name
+    try:
+        fd = os.open(name, OPEN_FILE_FLAGS, dir_fd=account.fd)
+    except FileNotFoundError:
+        raise WorkError(f"{where}: vanished", return_value=RETURN_RSNAPSHOT) from None
+    except OSError as error:
+        raise WorkError(f"{where}: {error.strerror}", return_value=RETURN_RSNAPSHOT) from None
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode) or status.st_size > MAX_CONF_BYTES:
+            raise WorkError(
+                f"{where}: not a regular file of at most {MAX_CONF_BYTES} bytes",
+                return_value=RETURN_RSNAPSHOT,
+            )
+        data = os.read(fd, MAX_CONF_BYTES + 1)
+    finally:
+        os.close(fd)
+    text = data.decode("utf-8", errors="replace")
+    retain: list[tuple[str, int]] = []
+    snapshot_root = destination = source = None
+    for line in text.splitlines():
+        fields = line.split("\t")
+        if fields[0] in ("retain", "interval") and len(fields) == 3:
+            if fields[1] in INTERVALS and fields[2].isdigit() and int(fields[2]) > 0:
+                retain.append((fields[1], int(fields[2])))
+        elif fields[0] == "snapshot_root" and len(fields) == 2:
+            snapshot_root = fields[1]
+        elif fields[0] == "backup" and len(fields) >= 3:
+            source, destination = fields[1], fields[2]
+    if snapshot_root != f"{paths.snapshots}/" or source != f"{paths.incoming}/":
+        raise WorkError(
+            f"{where}: snapshot_root {snapshot_root!r} or backup source {source!r} is not this "
+            f"account's ({paths.snapshots}/, {paths.incoming}/); run provbackup reset --mode "
+            "modify for it",
+            return_value=RETURN_RSNAPSHOT,
+        )
+    if destination not in (OLD_DESTINATION, NEW_DESTINATION):
+        raise WorkError(
+            f"{where}: backup destination {destination!r} is neither ./ nor incoming/",
+            return_value=RETURN_RSNAPSHOT,
+        )
+    return AccountConf(retain=tuple(retain), destination=destination, text=text)
+
+
+def snapshot_names(snapshots: Directory) -> list[tuple[str, int, str]]:
+    """Return ``(interval, number, name)`` of every snapshot directory, not following links."""
+    found = []
+    with os.scandir(snapshots.fd) as entries:
+        for entry in entries:
+            match = SNAPSHOT_NAME.fullmatch(entry.name)
+            if match and entry.is_dir(follow_symlinks=False):
+                found.append((match["interval"], int(match["number"]), entry.name))
+    return sorted(found, key=lambda item: (INTERVALS.index(item[0]), item[1]))
+
+
+def migrate_layout(
+    account: Directory, home: Directory, conf: AccountConf, paths: AccountPaths
+) -> tuple[AccountConf, list[str]]:
+    """Bring an account from the first release's layout to ``./``; idempotent.
+
+    While the configuration still says ``incoming/``, every snapshot holding
+    exactly one directory ``incoming`` is of the old layout: its
+    ``incoming`` is renamed to a temporary name beside the snapshot, the
+    emptied snapshot removed, and the temporary renamed to the snapshot's
+    name (hard links untouched: nothing is copied). A run killed half-way
+    is finished by the next one from the temporary names. Then the backup
+    line is rewritten to ``./``. Returns the (new) configuration and the
+    steps done.
+    """
+    steps: list[str] = []
+    with open_directory(home, ".snapshots") as snapshots:
+        _finish_migrations(snapshots, steps)
+        if conf.destination == NEW_DESTINATION:
+            return conf, steps
+        for _interval, _number, name in snapshot_names(snapshots):
+            with open_directory(snapshots, name) as snapshot:
+                inside = os.listdir(snapshot.fd)
+                status = lstat_entry(snapshot, "incoming") if inside == ["incoming"] else None
+                if status is None or not stat.S_ISDIR(status.st_mode):
+                    continue
+                temporary = MIGRATING_PREFIX + name
+                # rsnapshot dated the snapshot by its directory's mtime: keep that date.
+                times = os.fstat(snapshot.fd)
+                os.rename("incoming", temporary, src_dir_fd=snapshot.fd, dst_dir_fd=snapshots.fd)
+            _finish_one(snapshots, temporary, name)
+            os.utime(
+                name,
+                ns=(times.st_atime_ns, times.st_mtime_ns),
+                dir_fd=snapshots.fd,
+                follow_symlinks=False,
+            )
+            steps.append(f"moved {snapshots.path / name}/incoming up one level")
+        os.fsync(snapshots.fd)
+    old_line = f"backup\t{paths.incoming}/\t{OLD_DESTINATION}"
+    new_line = f"backup\t{paths.incoming}/\t{NEW_DESTINATION}"
+    text = conf.text.replace(old_line, new_line)
+    replace_file(
+        account, RSNAPSHOT_CONF, text.encode("utf-8"), uid=ROOT_ID, gid=ROOT_ID, mode=CONF_MODE
+    )
+    steps.append(f"{paths.rsnapshot_conf}: backup destination incoming/ -> ./ (layout upgraded)")
+    return AccountConf(retain=conf.retain, destination=NEW_DESTINATION, text=text), steps
+
+
+def _finish_migrations(snapshots: Directory, steps: list[str]) -> None:
+    for name in os.listdir(snapshots.fd):
+        if name.startswith(MIGRATING_PREFIX):
+            target = name[len(MIGRATING_PREFIX) :]
+            if SNAPSHOT_NAME.fullmatch(target):
+                _finish_one(snapshots, name, target)
+                steps.append(f"finished moving {snapshots.path / target} up one level")
+
+
+def _finish_one(snapshots: Directory, temporary: str, name: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.rmdir(name, dir_fd=snapshots.fd)  # the emptied snapshot; fails if not empty
+    os.rename(temporary, name, src_dir_fd=snapshots.fd, dst_dir_fd=snapshots.fd)
+
+
+def prune(home: Directory, conf: AccountConf) -> list[str]:
+    """Remove the snapshots ``conf`` no longer keeps: ``<interval>.N`` with N >= its count.
+
+    A dropped interval keeps none. Each is first renamed to a temporary
+    name (so rsnapshot never sees half of one), then removed without
+    following a symlink; leftovers of a killed run are removed too. Returns
+    the steps done. Raises WorkError when a removal fails.
+    """
+    steps: list[str] = []
+    counts = conf.counts
+    with open_directory(home, ".snapshots") as snapshots:
+        for name in os.listdir(snapshots.fd):
+            if name.startswith(PRUNING_PREFIX):
+                remove_tree(snapshots, name)
+        for interval, number, name in snapshot_names(snapshots):
+            if number < counts.get(interval, 0):
+                continue
+            temporary = PRUNING_PREFIX + name
+            os.rename(name, temporary, src_dir_fd=snapshots.fd, dst_dir_fd=snapshots.fd)
+            remove_tree(snapshots, temporary)
+            steps.append(
+                f"pruned {snapshots.path / name} (retain {interval} {counts.get(interval, 0)})"
+            )
+    return steps

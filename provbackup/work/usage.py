@@ -1,0 +1,250 @@
+"""What an account uses on disk, what its clients last finished, and its usage file.
+
+Sizes are what the filesystem allocates (``st_blocks * 512``, as ``du``
+counts), each inode once by ``(st_dev, st_ino)``, found by an iterative walk
+over directory descriptors: no recursion on the Python stack, no symlink
+followed, no file opened. ``sstQuota`` bounds the account's group quota,
+which counts ``incoming/`` and ``.snapshots/`` together, each inode once:
+so ``backup`` is ``incoming/`` and ``snapshot`` is what ``.snapshots/`` adds
+on top of it (an inode shared with ``incoming/`` is counted in ``backup``
+only), and quota - backup - snapshot is what is left, as getQuota shows.
+
+``backupEnded.xml`` is written by the customer and read as root: opened
+without following a symlink or blocking on a FIFO, at most 64 KiB, refused
+with a DOCTYPE or an entity declaration, and host names validated and
+length-capped before they reach LDAP.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import resource
+import stat
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from xml.etree import ElementTree
+
+from provbackup.entry import TIMESTAMP_FORMAT
+from provbackup.plan import ROOT_ID
+from provbackup.work.safe import (
+    OPEN_DIRECTORY_FLAGS,
+    OPEN_FILE_FLAGS,
+    Directory,
+    ensure_directory,
+    open_directory,
+    replace_file,
+)
+
+logger = logging.getLogger(__name__)
+
+BLOCK_BYTES = 512
+VANISHED = (errno.ENOENT, errno.ELOOP, errno.ENOTDIR)
+MAX_OPEN_FILES = 1 << 20
+MAX_XML_BYTES = 64 * 1024
+MAX_HOSTS = 100
+HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+USAGE_DIRECTORY = ("etc", "provbackup")
+USAGE_FILE = "usage"
+USAGE_MODE = 0o640
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Allocated bytes: ``backup`` in incoming/, ``snapshot`` added by .snapshots/."""
+
+    backup: int
+    snapshot: int
+
+
+def allocated_bytes(top: Directory, seen: set[tuple[int, int]]) -> int:
+    """Return the bytes allocated below (and for) the open directory ``top``.
+
+    Counts every inode not yet in ``seen`` (and adds it there), so a hard
+    link counts once, also across calls sharing ``seen``. Iterative: a stack
+    of open directory descriptors as deep as the tree, never the Python
+    stack. Entries that vanish during the walk are skipped.
+    """
+    total = 0
+    info = os.fstat(top.fd)
+    key = (info.st_dev, info.st_ino)
+    if key not in seen:
+        seen.add(key)
+        total += info.st_blocks * BLOCK_BYTES
+    # Each level holds its own descriptor and the names still to visit in it.
+    stack: list[tuple[int, list[str]]] = [(os.dup(top.fd), os.listdir(top.fd))]
+    try:
+        while stack:
+            fd, names = stack[-1]
+            if not names:
+                os.close(fd)
+                stack.pop()
+                continue
+            name = names.pop()
+            try:
+                status = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            key = (status.st_dev, status.st_ino)
+            if key in seen:
+                continue
+            if status.st_nlink > 1 and not stat.S_ISDIR(status.st_mode):
+                seen.add(key)  # only a hard-linked file can be met again
+            total += status.st_blocks * BLOCK_BYTES
+            if stat.S_ISDIR(status.st_mode):
+                try:
+                    child = os.open(name, OPEN_DIRECTORY_FLAGS, dir_fd=fd)
+                except OSError as error:
+                    if error.errno in VANISHED:
+                        continue  # removed, or swapped for a symlink, since the stat
+                    raise  # EMFILE and the like: a figure must never be silently short
+                try:
+                    stack.append((child, os.listdir(child)))
+                except BaseException:
+                    os.close(child)
+                    raise
+    finally:
+        for fd, _names in stack:
+            os.close(fd)
+    return total
+
+
+def raise_open_files_limit() -> int:
+    """Raise the soft limit of open files to the hard limit; return the new soft limit.
+
+    The walk holds a descriptor per level of depth, per worker: a customer's
+    deeply nested upload must not run the process out of descriptors.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        wanted = MAX_OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, MAX_OPEN_FILES)
+        if wanted > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            return wanted
+    return soft
+
+
+def measure(home: Directory) -> Usage:
+    """Measure the account's ``incoming/`` and ``.snapshots/`` below its open home."""
+    seen: set[tuple[int, int]] = set()
+    with open_directory(home, "incoming") as incoming:
+        backup = allocated_bytes(incoming, seen)
+    with open_directory(home, ".snapshots") as snapshots:
+        snapshot = allocated_bytes(snapshots, seen)
+    return Usage(backup=backup, snapshot=snapshot)
+
+
+def last_successful_backups(home: Directory) -> list[str]:
+    """Return ``<host>:YYYYMMDDThhmmssZ`` for every client host whose last backup succeeded.
+
+    Reads ``incoming/<host>/.sepiola_backup/backupEnded.xml`` of each host
+    directory (hosts sorted, at most 100); a host whose file is missing,
+    unsafe, malformed or says ``success`` other than 1 is left out (logged
+    at debug level). Host names are the directory names, validated.
+    """
+    values: list[str] = []
+    with open_directory(home, "incoming") as incoming:
+        with os.scandir(incoming.fd) as entries:
+            hosts = sorted(
+                entry.name
+                for entry in entries
+                if HOST_NAME.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False)
+            )
+        for host in hosts[:MAX_HOSTS]:
+            try:
+                ended = _backup_ended(incoming, host)
+            except (OSError, ValueError, ElementTree.ParseError) as error:
+                logger.debug("%s/%s: backupEnded.xml not used: %s", incoming.path, host, error)
+                continue
+            if ended is not None:
+                values.append(f"{host}:{ended.strftime(TIMESTAMP_FORMAT)}")
+    return values
+
+
+def _backup_ended(incoming: Directory, host: str) -> datetime | None:
+    with (
+        open_directory(incoming, host) as client,
+        open_directory(client, ".sepiola_backup") as metadata,
+    ):
+        data = _read_small_file(metadata, "backupEnded.xml")
+    return parse_backup_ended(data)
+
+
+def parse_backup_ended(data: bytes) -> datetime | None:
+    """Return the UTC end time of a successful backup from a backupEnded.xml, else None.
+
+    Raises ValueError for a file over 64 KiB or one declaring a DOCTYPE or
+    entities (nothing is expanded), ElementTree.ParseError for bad XML.
+    """
+    if len(data) > MAX_XML_BYTES:
+        raise ValueError(f"larger than {MAX_XML_BYTES} bytes")
+    lowered = data.lower()
+    if b"<!doctype" in lowered or b"<!entity" in lowered:
+        raise ValueError("declares a DOCTYPE or an entity: refused")
+    root = ElementTree.fromstring(data)
+    if root.tag != "backup_ended":
+        raise ValueError(f"root element {root.tag[:40]!r}, expected backup_ended")
+    success = (root.findtext("success") or "").strip()
+    if success != "1":
+        return None
+    text = (root.findtext("enddate") or "").strip()
+    moment = datetime.fromisoformat(text[:40])
+    if moment.tzinfo is None:
+        raise ValueError(f"enddate {text[:40]!r} has no UTC offset")
+    return moment.astimezone(UTC)
+
+
+def _read_small_file(parent: Directory, name: str) -> bytes:
+    fd = os.open(name, OPEN_FILE_FLAGS, dir_fd=parent.fd)
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise ValueError("not a regular file")
+        if status.st_size > MAX_XML_BYTES:
+            raise ValueError(f"larger than {MAX_XML_BYTES} bytes")
+        return os.read(fd, MAX_XML_BYTES + 1)
+    finally:
+        os.close(fd)
+
+
+def usage_line(quota_bytes: int, usage: Usage | None) -> str:
+    """The usage file's one line: ``<quota_bytes> <backup_bytes> <snapshot_bytes>``."""
+    backup, snapshot = (usage.backup, usage.snapshot) if usage is not None else (0, 0)
+    return f"{max(0, quota_bytes)} {backup} {snapshot}\n"
+
+
+def read_usage_file(account: Directory) -> tuple[int, int, int] | None:
+    """Return the three figures of ``A/chroot/etc/provbackup/usage``, None when unreadable."""
+    try:
+        with (
+            open_directory(account, "chroot") as chroot,
+            open_directory(chroot, USAGE_DIRECTORY[0]) as etc,
+            open_directory(etc, USAGE_DIRECTORY[1]) as directory,
+        ):
+            data = _read_small_file(directory, USAGE_FILE)
+    except (OSError, ValueError):
+        return None
+    fields = data.decode("ascii", errors="replace").split()
+    if len(fields) != 3 or not all(field.isdigit() for field in fields):
+        return None
+    quota, backup, snapshot = (int(field) for field in fields)
+    return quota, backup, snapshot
+
+
+def write_usage_file(account: Directory, gid: int, quota_bytes: int, usage: Usage | None) -> None:
+    """Replace ``A/chroot/etc/provbackup/usage`` atomically (root:gid 0640, no link followed).
+
+    Creates ``chroot/etc/provbackup`` (root:root 0755) where missing. Raises
+    OSError or UnsafePathError when the jail's directories are not plain
+    directories.
+    """
+    steps: list[str] = []
+    with (
+        open_directory(account, "chroot") as chroot,
+        ensure_directory(chroot, USAGE_DIRECTORY[0], ROOT_ID, ROOT_ID, 0o755, steps) as etc,
+        ensure_directory(etc, USAGE_DIRECTORY[1], ROOT_ID, ROOT_ID, 0o755, steps) as directory,
+    ):
+        content = usage_line(quota_bytes, usage).encode("ascii")
+        replace_file(directory, USAGE_FILE, content, uid=ROOT_ID, gid=gid, mode=USAGE_MODE)

@@ -1,0 +1,255 @@
+"""``provbackup snapshot``: real rsnapshot over accounts made by a real ``process`` run.
+
+Every account is created by ``process`` from an entry in a real slapd, the
+snapshots are made by the real rsnapshot, and what the tests check is read
+back from the filesystem, the status file and the directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from support import REPOSITORY, modify_entry, read_entry, run, run_process, write_config
+
+from provbackup.lock import lock_holders
+from sandbox import account_entry, jailkit_home_directory
+
+
+def account_dir(root: Path, uid: str) -> Path:
+    padded = uid.zfill(6)
+    return root / padded[-1] / padded[-3:] / padded[-6:-3] / uid
+
+
+def home_of(root: Path, uid: str) -> Path:
+    return account_dir(root, uid) / "chroot" / "home" / uid
+
+
+def provision(server, setup, *uids: str, **options) -> dict[str, str]:
+    """Add entries for ``uids`` and run ``process``; returns uid -> DN."""
+    dns = {}
+    for uid in uids:
+        dn, attributes = account_entry(
+            uid,
+            base_dn=server.accounts_dn,
+            home_directory=jailkit_home_directory(setup.root, uid),
+            **options,
+        )
+        server.add_entries([(dn, attributes)])
+        dns[uid] = dn
+    result = run(setup, "process")
+    assert result.code == 0, result.out + result.err
+    return dns
+
+
+def upload(root: Path, uid: str, host: str = "host1", files: dict[str, bytes] | None = None):
+    """Put what a client would upload into the account's incoming/<host>/."""
+    base = home_of(root, uid) / "incoming" / host
+    for name, content in (files or {"data/file.txt": b"hello"}).items():
+        path = base / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+
+
+def lines_by_uid(output: str) -> dict[str, str]:
+    found = {}
+    for line in output.splitlines():
+        match = re.match(r"^(done|failed|skipped|busy|would)\s+(\S+)\s", line)
+        if match:
+            found[match[2]] = match[1]
+    return found
+
+
+def test_runs_accounts_keeping_the_interval_skips_the_rest(tmp_path, ldap_server):
+    setup = write_config(tmp_path, ldap_server, "[delete]\nquarantine_days = 7\n")
+    provision(ldap_server, setup, "1000001", intervals={"daily": 3})
+    provision(ldap_server, setup, "1000002", intervals={"hourly": 2, "daily": 3})
+    provision(ldap_server, setup, "1000003", active=False)
+    gone = provision(ldap_server, setup, "1000004")
+    for uid in ("1000001", "1000002", "1000003", "1000004"):
+        upload(setup.root, uid)
+    modify_entry(ldap_server, gone["1000004"], {"sstProvisioningMode": ["delete"],
+                                               "sstProvisioningState": ["0"]})  # fmt: skip
+    assert run(setup, "process").code == 0
+    assert any(name.startswith("1000004.") for name in os.listdir(setup.root / ".deleted"))
+
+    daily = run(setup, "snapshot", "daily")
+    hourly = run(setup, "snapshot", "hourly")
+
+    assert daily.code == 0, daily.out + daily.err
+    # Inactive and quarantined accounts are not even listed: the disk decides.
+    assert lines_by_uid(daily.out) == {"1000001": "done", "1000002": "done"}
+    assert "2 done, 0 failed, 0 busy, 0 skipped" in daily.out
+    snapshot = home_of(setup.root, "1000001") / ".snapshots" / "daily.0"
+    assert (snapshot / "host1" / "data" / "file.txt").read_bytes() == b"hello"
+    assert not (home_of(setup.root, "1000003") / ".snapshots" / "daily.0").exists()
+    assert hourly.code == 0, hourly.out + hourly.err
+    assert lines_by_uid(hourly.out) == {"1000001": "skipped", "1000002": "done"}
+    assert "retains no hourly" in hourly.out
+    assert (home_of(setup.root, "1000002") / ".snapshots" / "hourly.0" / "host1").is_dir()
+    status = json.loads(setup.status_file.with_name("status-snapshot-hourly.json").read_text())
+    assert status["exit_code"] == 0
+    assert status["counts"] == {"done": 1, "failed": 0, "busy": 0, "skipped": 1}
+    assert {item["uid"]: item["outcome"] for item in status["accounts"]} == {
+        "1000001": "skipped",
+        "1000002": "done",
+    }
+
+
+def test_a_failing_account_does_not_stop_the_others(tmp_path, ldap_server):
+    setup = write_config(tmp_path, ldap_server)
+    provision(ldap_server, setup, "1000011", "1000012", "1000013")
+    for uid in ("1000011", "1000012", "1000013"):
+        upload(setup.root, uid)
+    # An option rsnapshot does not know: the real rsnapshot refuses the file.
+    conf = account_dir(setup.root, "1000012") / "rsnapshot.conf"
+    conf.write_text(conf.read_text() + "no_such_option\t1\n")
+
+    result = run(setup, "snapshot", "daily", "--jobs", "2")
+
+    assert result.code == 1, result.out + result.err
+    assert lines_by_uid(result.out) == {"1000011": "done", "1000012": "failed",
+                                        "1000013": "done"}  # fmt: skip
+    assert re.search(r"^failed\s+1000012\s.*rsnapshot daily exited with 1", result.out, re.M)
+    for uid in ("1000011", "1000013"):
+        assert (home_of(setup.root, uid) / ".snapshots" / "daily.0" / "host1").is_dir()
+    status = json.loads(setup.status_file.with_name("status-snapshot-daily.json").read_text())
+    assert status["exit_code"] == 1
+    assert status["counts"]["failed"] == 1
+
+
+def test_dry_run_changes_nothing(tmp_path, ldap_server):
+    setup = write_config(tmp_path, ldap_server)
+    provision(ldap_server, setup, "1000021")
+    upload(setup.root, "1000021")
+
+    result = run(setup, "snapshot", "daily", "--dry-run")
+
+    assert result.code == 0, result.err
+    assert re.search(r"^would\s+1000021\s.*rsnapshot -c \S+/rsnapshot.conf daily", result.out, re.M)
+    assert os.listdir(home_of(setup.root, "1000021") / ".snapshots") == []
+    assert not setup.status_file.with_name("status-snapshot-daily.json").exists()
+
+
+def test_uid_option_reports_inactive_and_missing_accounts(tmp_path, ldap_server):
+    setup = write_config(tmp_path, ldap_server)
+    provision(ldap_server, setup, "1000031", active=False)
+
+    inactive = run(setup, "snapshot", "daily", "--uid", "1000031")
+    missing = run(setup, "snapshot", "daily", "--uid", "1000039")
+
+    assert inactive.code == 0, inactive.err
+    assert re.search(r"^skipped\s+1000031\s.*inactive", inactive.out, re.M)
+    assert missing.code == 1
+    assert re.search(r"^failed\s+1000039\s.*no account directory", missing.out, re.M)
+
+
+def slow_rsnapshot(tmp_path: Path, seconds: float) -> Path:
+    """A wrapper that holds rsnapshot back, so a test can meet a snapshot in progress."""
+    wrapper = tmp_path / "slow-rsnapshot"
+    wrapper.write_text(f'#!/bin/sh\nsleep {seconds}\nexec rsnapshot "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def start_snapshot(setup, interval: str = "daily") -> subprocess.Popen[str]:
+    environment = {**os.environ, "PYTHONPATH": str(REPOSITORY)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "provbackup", "--config", str(setup.config), "snapshot", interval],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment,
+    )
+
+
+def wait_for_holder(path: Path, process: subprocess.Popen[str], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not lock_holders(path):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"nobody took {path}"
+        time.sleep(0.05)
+
+
+def test_delete_meeting_a_running_snapshot_stays_requested(tmp_path, ldap_server):
+    wrapper = slow_rsnapshot(tmp_path, 4)
+    setup = write_config(tmp_path, ldap_server, f"[rsnapshot]\ncommand = {wrapper}\n")
+    dns = provision(ldap_server, setup, "1000041")
+    upload(setup.root, "1000041")
+    modify_entry(ldap_server, dns["1000041"], {"sstProvisioningMode": ["delete"],
+                                              "sstProvisioningState": ["0"]})  # fmt: skip
+    requested = read_entry(ldap_server, dns["1000041"])
+    account_lock = setup.lock_file.parent / "accounts" / "1000041.lock"
+    snapshotting = start_snapshot(setup)
+    try:
+        wait_for_holder(account_lock, snapshotting)
+
+        during = run_process(setup, "process")
+        entry_during = read_entry(ldap_server, dns["1000041"])
+        out, err = snapshotting.communicate(timeout=120)
+    finally:
+        if snapshotting.poll() is None:
+            snapshotting.kill()
+            snapshotting.wait()
+
+    # Not claimed, not failed: still a request, and the snapshot was made undisturbed.
+    assert during.code == 0, during.out + during.err
+    assert re.search(r"^skipped\s+delete\s+1000041\s.*busy", during.out, re.M)
+    assert entry_during["sstprovisioningmode"] == ["delete"]
+    assert entry_during["sstprovisioningstate"] == ["0"]
+    assert entry_during == requested, "the entry was touched"
+    assert snapshotting.returncode == 0, out + err
+    assert re.search(r"^done\s+1000041\s", out, re.M)
+    # The next process run, with the snapshot over, does the delete.
+    after = run(setup, "process")
+    assert after.code == 0, after.out + after.err
+    assert read_entry(ldap_server, dns["1000041"])["sstprovisioningmode"] == ["deleted"]
+    assert not account_dir(setup.root, "1000041").exists()
+
+
+def test_a_second_run_of_the_same_interval_exits_75(tmp_path, ldap_server):
+    wrapper = slow_rsnapshot(tmp_path, 3)
+    setup = write_config(tmp_path, ldap_server, f"[rsnapshot]\ncommand = {wrapper}\n")
+    provision(ldap_server, setup, "1000051")
+    first = start_snapshot(setup)
+    try:
+        wait_for_holder(setup.lock_file.with_name("snapshot-daily.lock"), first)
+        second = run_process(setup, "snapshot", "daily")
+        other_interval = run_process(setup, "snapshot", "hourly")
+        out, err = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+
+    assert second.code == 75, second.out + second.err
+    assert "holds the lock" in second.err
+    # Another interval is not blocked by the daily lock (it has no hourly: skipped).
+    assert other_interval.code == 0, other_interval.out + other_interval.err
+    assert first.returncode == 0, out + err
+
+
+def test_a_run_of_another_interval_waits_for_the_account(tmp_path, ldap_server):
+    wrapper = slow_rsnapshot(tmp_path, 3)
+    setup = write_config(tmp_path, ldap_server, f"[rsnapshot]\ncommand = {wrapper}\n")
+    provision(ldap_server, setup, "1000061")
+    daily = start_snapshot(setup)
+    try:
+        wait_for_holder(setup.lock_file.parent / "accounts" / "1000061.lock", daily)
+        weekly = run_process(setup, "snapshot", "weekly")
+        daily.communicate(timeout=120)
+    finally:
+        if daily.poll() is None:
+            daily.kill()
+            daily.wait()
+
+    assert weekly.code == 0, weekly.out + weekly.err
+    assert re.search(r"^done\s+1000061\s", weekly.out, re.M)
+    # Run beside the daily rsnapshot, the weekly one would have failed on rsnapshot's own
+    # lockfile ("already running"): done means it waited for the account's lock.
+    assert daily.returncode == 0
