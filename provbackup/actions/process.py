@@ -76,6 +76,8 @@ class RunReport:
     error: str | None = None
     ldap: dict[str, int] = field(default_factory=dict)
     stopped_by_signal: str | None = None
+    # The quarantine purge after the entries: trees removed, failed (with why), left.
+    purge: dict[str, object] = field(default_factory=dict)
 
     def count(self, outcome: str) -> int:
         """How many entries ended with ``outcome``."""
@@ -110,6 +112,7 @@ class RunReport:
             "exit_code": self.exit_code,
             "error": self.error,
             "stopped_by_signal": self.stopped_by_signal,
+            "purge": self.purge,
             "counts": {name: self.count(name) for name in (DONE, FAILED, SKIPPED, INTERRUPTED)},
             "ldap": self.ldap,
             "entries": [asdict(item) for item in self.outcomes],
@@ -269,7 +272,7 @@ def _run(run: _Run) -> None:
                     record(worker.interrupted(item, error))
                     raise
             if not dry_run and not stop.signal_name:
-                worker.purge_quarantine()
+                report.purge = worker.purge_quarantine()
         finally:
             report.ldap = {
                 "searches": directory.searches,
@@ -524,13 +527,20 @@ class _Worker:
                 f"{self.config.source}: [backup] root: {error}; no entry was claimed"
             ) from None
 
-    def purge_quarantine(self) -> None:
+    def purge_quarantine(self) -> dict[str, object]:
+        """Purge the quarantine; return what it did for the status file."""
         try:
-            self.session.purge_quarantine(self.clock())
+            purge = self.session.purge_quarantine(self.clock())
         except EntryError as error:
             # Housekeeping after the entries: their outcomes stand. Said at error
             # level every run until fixed (a .deleted that is not a directory, say).
             log.error("cannot purge the quarantine: %s", error)
+            return {"error": str(error)}
+        return {
+            "removed": len(purge.removed),
+            "failed": purge.failed,
+            "unfinished": [str(path) for path in purge.unfinished],
+        }
 
     def close(self) -> None:
         self.session.close()

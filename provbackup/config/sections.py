@@ -135,6 +135,9 @@ class DeleteConfig:
     max_per_run: int = setting(
         20, v.integer(0, 10**9), "more due deletes than this: none is processed"
     )
+    time_budget: float = setting(
+        300.0, v.positive_float, "seconds a run spends removing trees; the rest waits"
+    )
 
 
 @dataclass(frozen=True)

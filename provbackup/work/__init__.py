@@ -14,14 +14,16 @@ Nothing here follows a symlink below the backup root: see
 
 from __future__ import annotations
 
-from provbackup.work.apply import WorkSession, apply_plan, purge_quarantine
+from provbackup.work.apply import WorkSession, apply_plan
 from provbackup.work.hooks import hook_environment, run_hook
 from provbackup.work.inspect import inspect_account, inspect_entry
+from provbackup.work.purge import Purge, purge_quarantine
 from provbackup.work.quota import set_quota
 from provbackup.work.rsnapshot import ConfigTester, configtest_file
 
 __all__ = [
     "ConfigTester",
+    "Purge",
     "WorkSession",
     "apply_plan",
     "configtest_file",

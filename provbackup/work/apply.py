@@ -14,9 +14,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import stat
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from provbackup.config import Config
@@ -33,7 +32,9 @@ from provbackup.plan import (
     AccountPlan,
 )
 from provbackup.work.hooks import run_hook
+from provbackup.work.purge import Purge, purge_quarantine
 from provbackup.work.quota import set_quota
+from provbackup.work.remove import Budget
 from provbackup.work.rsnapshot import ConfigTester
 from provbackup.work.safe import (
     OPEN_FILE_FLAGS,
@@ -53,7 +54,6 @@ from provbackup.work.template import copy_jail_template
 logger = logging.getLogger(__name__)
 
 PROTECTED_HARDLINKS = Path("/proc/sys/fs/protected_hardlinks")
-QUARANTINE_NAME = re.compile(r"(?P<uid>.+)\.(?P<stamp>\d{8}T\d{6}Z)(?:\.\d+)?")
 MAX_LOCKFILE_BYTES = 64
 
 
@@ -63,12 +63,14 @@ def apply_plan(
     *,
     tester: ConfigTester | None = None,
     now: datetime | None = None,
+    budget: Budget | None = None,
 ) -> list[str]:
     """Do the work of ``plan``: ``pre_<action>`` hook, the work, ``post_<action>`` hook.
 
     ``config`` gives ``[rsnapshot]`` and ``[hooks]`` (everything else is in
     the plan). ``tester`` is the run's :class:`ConfigTester` (a one-off is
-    made without it); ``now`` (UTC) names a quarantined account. Returns
+    made without it); ``now`` (UTC) names a quarantined account; ``budget``
+    bounds the time a removal takes (the run's, shared with the purge). Returns
     the steps done, for the log. Raises UnsafePathError for a symlink or a
     non-directory on the account's paths (left untouched), WorkError for a
     failed step (its return_value says which kind), InvalidEntryError for
@@ -78,7 +80,7 @@ def apply_plan(
     _note(steps, run_hook(f"pre_{plan.action}", plan, config.hooks))
     try:
         if plan.action == "delete":
-            _delete(plan, now or datetime.now(UTC), steps)
+            _delete(plan, now or datetime.now(UTC), steps, budget)
         else:
             with contextlib.ExitStack() as stack:
                 if tester is None:
@@ -154,7 +156,7 @@ def _remove_stale_conf(plan: AccountPlan, account: Directory, steps: list[str]) 
         steps.append(f"removed {plan.stale_conf_path}")
 
 
-def _delete(plan: AccountPlan, now: datetime, steps: list[str]) -> None:
+def _delete(plan: AccountPlan, now: datetime, steps: list[str], budget: Budget | None) -> None:
     paths = plan.paths
     with contextlib.ExitStack() as stack:
         root = stack.enter_context(open_root(paths.root))
@@ -183,9 +185,12 @@ def _delete(plan: AccountPlan, now: datetime, steps: list[str]) -> None:
                     steps.append(f"deactivated {paths.rsnapshot_conf}")
             if plan.quarantine_days > 0:
                 _quarantine(plan, root, parent, now, steps)
-            else:
-                remove_tree(parent, paths.account.name)
+            elif remove_tree(parent, paths.account.name, budget):
                 steps.append(f"removed {paths.account}")
+            else:
+                # Out of time ([delete] time_budget): what is left waits in the
+                # quarantine, where the next run's purge goes on with it.
+                _quarantine(plan, root, parent, now, steps)
         else:
             steps.append(set_quota(plan))
             steps.append(f"{paths.account} does not exist: nothing to remove")
@@ -242,10 +247,11 @@ def _quarantine(
             ) from None
         os.fsync(quarantine.fd)
         os.fsync(parent.fd)
-    steps.append(
-        f"moved {plan.paths.account} to {quarantine.path / name} "
-        f"(purged after {plan.quarantine_days} days)"
-    )
+    if plan.quarantine_days > 0:
+        purged = f"purged after {plan.quarantine_days} days"
+    else:
+        purged = "[delete] time_budget spent: the next run removes the rest"
+    steps.append(f"moved {plan.paths.account} to {quarantine.path / name} ({purged})")
 
 
 def _remove_empty_layout(plan: AccountPlan, chain: list[Directory], steps: list[str]) -> None:
@@ -259,47 +265,6 @@ def _remove_empty_layout(plan: AccountPlan, chain: list[Directory], steps: list[
             # Not empty (another account lives there) or not a directory: keep it.
             break
         steps.append(f"removed empty {layout[index - 1]}")
-
-
-def purge_quarantine(root: Path, days: int, now: datetime) -> list[Path]:
-    """Remove quarantined accounts under ``<root>/.deleted`` older than ``days`` days.
-
-    The age is taken from the UTC time in the name (``<uid>.<YYYYMMDDThhmmssZ>``);
-    ``now`` naive means UTC. Never follows a symlink. Names of another form
-    are left alone with a warning; a failed removal is logged and the rest
-    goes on. Returns the paths removed. Raises WorkError when the backup
-    root is missing, UnsafePathError when ``.deleted`` is not a directory.
-    """
-    removed: list[Path] = []
-    limit = timedelta(days=days)
-    with open_root(root) as root_directory:
-        try:
-            quarantine = open_directory(root_directory, QUARANTINE_DIRECTORY)
-        except FileNotFoundError:
-            return removed
-        with quarantine:
-            for name in sorted(os.listdir(quarantine.fd)):
-                match = QUARANTINE_NAME.fullmatch(name)
-                if match is None:
-                    logger.warning(
-                        "%s: not a quarantined account; left alone", quarantine.path / name
-                    )
-                    continue
-                stamp = datetime.strptime(match["stamp"], TIMESTAMP_FORMAT).replace(tzinfo=UTC)
-                if _utc(now) - stamp < limit:
-                    continue
-                status = lstat_entry(quarantine, name)
-                try:
-                    if status is not None and stat.S_ISDIR(status.st_mode):
-                        remove_tree(quarantine, name)
-                    else:
-                        remove_non_directory(quarantine, name)
-                except (WorkError, OSError) as error:
-                    logger.error("cannot purge %s: %s", quarantine.path / name, error)
-                    continue
-                logger.info("purged %s (quarantined %s)", quarantine.path / name, match["stamp"])
-                removed.append(quarantine.path / name)
-    return removed
 
 
 def warn_unprotected_hardlinks() -> bool:
@@ -335,6 +300,8 @@ class WorkSession:
     def __init__(self, config: Config, *, strict: bool = False) -> None:
         self.config = config
         self.tester = ConfigTester(config.rsnapshot, strict=strict)
+        # One budget for every tree this run removes: deletes and the purge.
+        self.budget = Budget(config.delete.time_budget)
         warn_unprotected_hardlinks()
 
     def __enter__(self) -> WorkSession:
@@ -345,16 +312,18 @@ class WorkSession:
 
     def apply(self, plan: AccountPlan) -> list[str]:
         """Apply ``plan``; see :func:`apply_plan`."""
-        return apply_plan(plan, self.config, tester=self.tester)
+        return apply_plan(plan, self.config, tester=self.tester, budget=self.budget)
 
     def check_root(self) -> None:
         """Open the backup root once; raises WorkError when it is missing (not mounted?)."""
         with open_root(self.config.backup.root):
             pass
 
-    def purge_quarantine(self, now: datetime) -> list[Path]:
+    def purge_quarantine(self, now: datetime) -> Purge:
         """Purge quarantined accounts older than ``[delete] quarantine_days``; see the function."""
-        return purge_quarantine(self.config.backup.root, self.config.delete.quarantine_days, now)
+        return purge_quarantine(
+            self.config.backup.root, self.config.delete.quarantine_days, now, self.budget
+        )
 
     def close(self) -> None:
         """Remove the configtest's temporary files."""

@@ -15,7 +15,6 @@ import errno
 import logging
 import os
 import secrets
-import shutil
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +22,8 @@ from types import TracebackType
 
 from provbackup.errors import RETURN_FILESYSTEM, UnsafePathError, WorkError
 from provbackup.plan import owner_text
+from provbackup.work import remove
+from provbackup.work.remove import Budget
 
 logger = logging.getLogger(__name__)
 
@@ -331,21 +332,16 @@ def remove_stale_temporaries(parent: Directory, steps: list[str]) -> None:
                 steps.append(f"removed stale temporary file {parent.path / name}")
 
 
-def remove_tree(parent: Directory, name: str) -> None:
+def remove_tree(parent: Directory, name: str, budget: Budget | None = None) -> bool:
     """Remove the directory ``name`` and everything below it, never following a symlink.
 
-    shutil.rmtree walks with directory descriptors on Linux
-    (``rmtree.avoids_symlink_attacks``): a symlink inside is removed, its
-    target untouched. Raises WorkError on failure.
+    See :func:`provbackup.work.remove.remove_tree`: iterative, descriptor
+    based, bounded. Returns True when it is gone, False when ``budget`` ran
+    out first (the rest stays for the next call). Raises WorkError (or
+    UnsafePathError) naming the path on failure.
     """
     check_name(parent, name)
-    if not shutil.rmtree.avoids_symlink_attacks:
-        raise WorkError("this platform's shutil.rmtree is not safe against symlink attacks")
-    try:
-        shutil.rmtree(name, dir_fd=parent.fd)
-    except OSError as error:
-        where = error.filename or parent.path / name
-        raise WorkError(f"cannot remove {parent.path / name}: {where}: {error.strerror}") from None
+    return remove.remove_tree(parent.fd, parent.path, name, budget)
 
 
 def _rename_over(parent: Directory, source: str, target: str) -> None:

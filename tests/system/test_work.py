@@ -532,19 +532,19 @@ def test_purge_quarantine_after_the_days(root: Path, outside: Path) -> None:
     (quarantine / "notes").write_text("operator's")
     os.symlink(outside, quarantine / "1000.20200101T000000Z")
     before = tree(outside)
-    assert work.purge_quarantine(root, 7, NOW + timedelta(days=6, hours=23)) == [
+    assert work.purge_quarantine(root, 7, NOW + timedelta(days=6, hours=23)).removed == [
         quarantine / "1000.20200101T000000Z"
     ]
     assert (quarantine / f"{UID}.20260102T030405Z").is_dir()
-    assert work.purge_quarantine(root, 7, NOW + timedelta(days=7)) == [
+    assert work.purge_quarantine(root, 7, NOW + timedelta(days=7)).removed == [
         quarantine / f"{UID}.20260102T030405Z"
     ]
     assert sorted(os.listdir(quarantine)) == ["notes"]
     assert tree(outside) == before
     naive = (NOW + timedelta(days=30)).replace(tzinfo=None)
-    assert work.purge_quarantine(root, 7, naive) == []
+    assert work.purge_quarantine(root, 7, naive).removed == []
     (root / "empty").mkdir()
-    assert work.purge_quarantine(root / "empty", 7, NOW) == []  # no .deleted: nothing to do
+    assert work.purge_quarantine(root / "empty", 7, NOW).removed == []  # no .deleted: nothing to do
 
 
 # --------------------------------------------------------------------------- safety
@@ -643,7 +643,7 @@ def test_symlink_inside_incoming_survives_quarantine_and_purge(root: Path, outsi
     os.symlink(outside, paths.incoming / "out")
     before = tree(outside)
     apply(config, make_account(), "delete", now=NOW)
-    assert work.purge_quarantine(root, 1, NOW + timedelta(days=2))
+    assert work.purge_quarantine(root, 1, NOW + timedelta(days=2)).removed
     assert os.listdir(root / ".deleted") == []
     assert tree(outside) == before
 
