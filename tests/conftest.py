@@ -7,6 +7,13 @@ use ``ldap_server``, which hands out that server with an empty accounts
 tree (``ldap_server.accounts_dn``), restarted first if an earlier test
 stopped it. ``stoney_slapd``/``stoney_ldap_server`` are the same against
 the stoney cloud's real sst.schema and skip when that file is not found.
+
+Both load the example ACL ``docs/slapd-acl.conf`` (``Slapd(acl=True)``):
+``ldap_settings()`` (and so ``support.write_config``) make provbackup bind as
+the restricted ``cn=provbackup,ou=services,<suffix>``, with only the rights
+that file grants. ``connection()``, ``add_entries()`` and
+``support.modify_entry`` act as the directory's administrator (the root DN),
+to set up and inspect data.
 """
 
 from __future__ import annotations
@@ -36,8 +43,8 @@ def _fresh(server: Slapd) -> Slapd:
 
 @pytest.fixture(scope="session")
 def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
-    """The session's slapd with provbackup.schema and TLS; prefer ``ldap_server``."""
-    yield from _serve(Slapd(tmp_path_factory.mktemp("slapd"), tls=True))
+    """The session slapd: provbackup.schema, TLS, the example ACL; prefer ``ldap_server``."""
+    yield from _serve(Slapd(tmp_path_factory.mktemp("slapd"), tls=True, acl=True))
 
 
 @pytest.fixture
@@ -56,7 +63,7 @@ def stoney_slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
             "shared/reference/sst.schema beside the repository"
         )
     yield from _serve(
-        Slapd(tmp_path_factory.mktemp("stoney-slapd"), schema_files=[schema], tls=True)
+        Slapd(tmp_path_factory.mktemp("stoney-slapd"), schema_files=[schema], tls=True, acl=True)
     )
 
 

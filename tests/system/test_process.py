@@ -539,7 +539,7 @@ def test_debug_log_shows_each_search_as_ldapsearch_without_the_password(tmp_path
     line = next(line for line in result.err.splitlines() if "equivalent: ldapsearch" in line)
     assert "-ZZ" in line and "-W" in line and "-E pr=500/noprompt" in line
     assert "(sstProvisioningState=0)" in line
-    assert ldap_server.root_password not in result.err
+    assert ldap_server.bind_password not in result.err
 
 
 def test_scan_lists_only_entries_needing_attention(tmp_path, ldap_server):

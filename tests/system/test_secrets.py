@@ -27,11 +27,11 @@ from sandbox import Slapd, account_entry
 def with_password_file(tmp_path: Path, server: Slapd, extra: str = "", **ldap: str) -> Setup:
     """A configuration that reads the bind password from a 0600 file."""
     secret = tmp_path / "bind.secret"
-    secret.write_text(server.root_password + "\n")
+    secret.write_text(server.bind_password + "\n")
     secret.chmod(0o600)
     setup = write_config(tmp_path, server, extra, **ldap)
     text = setup.config.read_text().replace(
-        f"bind_password = {server.root_password}", f"bind_password_file = {secret}"
+        f"bind_password = {server.bind_password}", f"bind_password_file = {secret}"
     )
     assert "bind_password_file" in text
     setup.config.write_text(text)
@@ -70,7 +70,7 @@ def descendants(pid: int) -> list[int]:
 def test_the_password_is_in_no_log_at_any_level_nor_in_the_status_file(
     tmp_path: Path, ldap_server: Slapd
 ) -> None:
-    password = ldap_server.root_password
+    password = ldap_server.bind_password
     setup = with_password_file(tmp_path, ldap_server, "[rsnapshot]\nconfigtest = yes\n")
     entries = [
         account_entry("5200001", base_dn=ldap_server.accounts_dn),
@@ -108,7 +108,7 @@ def test_the_password_is_in_no_log_at_any_level_nor_in_the_status_file(
 def test_no_process_of_a_run_shows_the_password_in_its_arguments_or_environment(
     tmp_path: Path, ldap_server: Slapd
 ) -> None:
-    password = ldap_server.root_password
+    password = ldap_server.bind_password
     seen = tmp_path / "seen"
     release = tmp_path / "release"
     wait = f"while [ ! -e {release} ]; do sleep 0.01; done\n"
@@ -175,7 +175,7 @@ def test_a_password_file_group_or_others_can_read_or_write_is_refused_before_con
         assert result.code == 78, result.err
         assert "[ldap] bind_password_file" in result.err
         assert f"mode {mode:04o}" in result.err and "chmod 600" in result.err
-        assert ldap_server.root_password not in result.err
+        assert ldap_server.bind_password not in result.err
         setup.config.write_text(setup.config.read_text().replace(str(path), str(secret)))
 
 
