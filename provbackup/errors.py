@@ -15,6 +15,11 @@ EXIT_SOFTWARE = 70
 EXIT_LDAP_UNAVAILABLE = 69
 EXIT_LOCKED = 75
 EXIT_CONFIG = 78
+# ``process`` ended with the same fault as the run before, already reported
+# less than [run] fault_report_interval ago (provbackup.faults): the unit
+# counts it as success and the cron line stays quiet; the status file and
+# ``check`` still report the fault itself.
+EXIT_FAULT_REPEATED = 79
 # A ``process`` run stopped by SIGTERM/SIGINT exits with 128 + the signal's
 # number (143, 130), as a shell reports a command a signal ended.
 SIGNAL_EXIT_BASE = 128

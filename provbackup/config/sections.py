@@ -168,6 +168,12 @@ class RunConfig:
     max_status_age: int = setting(
         3600, v.integer(1, 10**9), "check is CRITICAL when the status file is older (seconds)"
     )
+    fault_report_interval: int = setting(
+        3600,
+        v.integer(0, 10**9),
+        "a run ending with the fault already reported less than this many seconds ago "
+        "exits 79, not with its error exit; 0: report every run",
+    )
 
 
 @dataclass(frozen=True)

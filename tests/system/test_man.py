@@ -194,7 +194,7 @@ def test_every_exit_code_is_in_provbackup_1():
     codes = {value for name, value in vars(errors).items() if name.startswith("EXIT_")}
     exit_status = sections(COMMAND_PAGE, "SH")["EXIT STATUS"]
 
-    assert codes == {0, 1, 2, 69, 70, 75, 78}
+    assert codes == {0, 1, 2, 69, 70, 75, 78, 79}
     assert {str(code) for code in codes} <= tags(exit_status)
     # check's own convention is documented with the command.
     check = sections(COMMAND_PAGE, "SS")["check"]

@@ -24,7 +24,9 @@ from provbackup.config import BackupConfig, RunConfig
 REPOSITORY = Path(__file__).resolve().parents[2]
 UNITS = REPOSITORY / "cron"
 MAN = REPOSITORY / "man"
-INSTALLED_BINARY = "/usr/local/bin/provbackup"
+INSTALLED_BINARY = "/usr/bin/provbackup"
+# The cron job does nothing where this exists (systemd runs the timer there).
+SYSTEMD_MARKER = "/run/systemd/system"
 
 
 def unit_settings(path: Path) -> dict[str, list[str]]:
@@ -50,6 +52,7 @@ def test_service_is_a_sandboxed_oneshot_that_can_write_what_provbackup_writes():
     assert service["Type"] == ["oneshot"]
     assert service["ExecStart"] == [f"{INSTALLED_BINARY} -q process"]
     assert "75" in words(service, "SuccessExitStatus"), "a held lock is not a failure"
+    assert "79" in words(service, "SuccessExitStatus"), "a fault already reported"
     assert service["ProtectSystem"] == ["strict"]
     for key in ("PrivateTmp", "NoNewPrivileges", "ProtectHome", "ProtectKernelTunables",
                 "ProtectKernelModules", "ProtectControlGroups", "RestrictSUIDSGID"):  # fmt: skip
@@ -67,14 +70,22 @@ def test_service_is_a_sandboxed_oneshot_that_can_write_what_provbackup_writes():
     assert RunConfig().status_file.parent in writable
 
 
-def test_timer_runs_the_service_every_five_minutes():
+def test_timer_runs_the_service_every_15_seconds_and_is_not_coalesced():
     timer = unit_settings(UNITS / "provbackup.timer")
 
-    assert timer["OnCalendar"] == ["*:0/5"]
+    assert timer["OnCalendar"] == ["*:*:0/15"]
     assert timer["Persistent"] == ["true"]
-    assert timer["RandomizedDelaySec"] == ["30"]
+    assert timer["RandomizedDelaySec"] == ["5"]
+    # The default accuracy (1 minute) would let systemd delay runs by that much.
+    assert timer["AccuracySec"] == ["1s"]
     assert timer["Unit"] == ["provbackup.service"]
     assert timer["WantedBy"] == ["timers.target"]
+
+
+def test_venv_drop_in_replaces_exec_start():
+    drop_in = unit_settings(UNITS / "provbackup.service.d" / "opt-provbackup.conf")
+
+    assert drop_in["ExecStart"] == ["", "/opt/provbackup/bin/provbackup -q process"]
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze absent")
@@ -112,45 +123,61 @@ def test_systemd_analyze_verify_accepts_service_and_timer(tmp_path):
     assert result.stdout + result.stderr == "", "no warnings either"
 
 
-def cron_jobs() -> tuple[dict[str, str], list[list[str]]]:
-    """The cron.d file's variables and job lines (5 time fields, user, command)."""
+# A job line, commented out or not: five time fields, then the user.
+_JOB = re.compile(r"(?P<disabled>#)?(?P<line>(\S+\s+){5}root\s.*)")
+
+
+def cron_jobs() -> tuple[dict[str, str], list[list[str]], list[list[str]]]:
+    """The cron.d file's variables, active and disabled job lines (5 times, user, command)."""
     variables: dict[str, str] = {}
-    jobs: list[list[str]] = []
+    active: list[list[str]] = []
+    disabled: list[list[str]] = []
     for line in (UNITS / "provbackup.cron").read_text().splitlines():
+        job = _JOB.fullmatch(line)
+        if job:
+            (disabled if job["disabled"] else active).append(job["line"].split(None, 6))
+            continue
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         if re.fullmatch(r"[A-Z_]+=.*", line):
             name, _, value = line.partition("=")
             variables[name] = value
             continue
-        jobs.append(line.split(None, 6))
-    return variables, jobs
+        active.append(line.split(None, 6))
+    return variables, active, disabled
 
 
-def test_cron_file_syntax():
-    variables, jobs = cron_jobs()
+def test_cron_file_syntax_and_shipped_disabled():
+    variables, active, disabled = cron_jobs()
 
     assert variables["SHELL"] == "/bin/sh"
-    assert len(jobs) == 1
-    (fields,) = jobs
+    assert active == [], "shipped disabled: the admin uncomments the job once configured"
+    assert len(disabled) == 1
+    (fields,) = disabled
     assert len(fields) == 7, "5 time fields, the user and the command"
-    assert fields[:5] == ["*/5", "*", "*", "*", "*"]
+    assert fields[:5] == ["*", "*", "*", "*", "*"]
     assert fields[5] == "root"
     command = fields[6]
     assert f"{INSTALLED_BINARY} -q process" in command
+    assert command.startswith(f"[ -d {SYSTEMD_MARKER} ] || ")
     # A bare % ends cron's command line; every one must be escaped.
     assert re.search(r"(?<!\\)%", command) is None
 
 
-def cron_command(binary: str) -> str:
-    """The job's command as cron hands it to the shell, running ``binary`` instead."""
-    _, [fields] = cron_jobs()
-    return fields[6].replace("\\%", "%").replace(INSTALLED_BINARY, binary)
+def cron_command(binary: str, systemd_marker: str = "/nonexistent/systemd/system") -> str:
+    """The job's command as cron hands it to the shell, running ``binary`` instead.
+
+    ``systemd_marker`` replaces /run/systemd/system (default: a path that does
+    not exist, so the job runs here whether or not this machine runs systemd).
+    """
+    _, _, [fields] = cron_jobs()
+    command = fields[6].replace("\\%", "%").replace(INSTALLED_BINARY, binary)
+    return command.replace(SYSTEMD_MARKER, systemd_marker)
 
 
 def run_like_cron(command: str) -> subprocess.CompletedProcess[str]:
     """Run ``command`` as cron does: /bin/sh -c, stdout and stderr both mailed."""
-    variables, _ = cron_jobs()
+    variables, _, _ = cron_jobs()
     return subprocess.run(
         [variables["SHELL"], "-c", command],
         stdout=subprocess.PIPE,
@@ -163,7 +190,8 @@ def run_like_cron(command: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize(
-    ("exit_code", "mailed"), [(0, False), (75, False), (1, True), (69, True), (78, True)]
+    ("exit_code", "mailed"),
+    [(0, False), (75, False), (79, False), (1, True), (69, True), (70, True), (78, True)],
 )
 def test_cron_line_is_quiet_unless_the_run_went_wrong(tmp_path, exit_code, mailed):
     program = tmp_path / "provbackup"
@@ -187,6 +215,24 @@ def test_cron_line_is_quiet_unless_the_run_went_wrong(tmp_path, exit_code, maile
         )
     else:
         assert result.stdout == ""
+
+
+def test_cron_line_does_nothing_where_systemd_runs_the_timer(tmp_path):
+    marker = tmp_path / "systemd-system"
+    marker.mkdir()
+    started = tmp_path / "started"
+    program = tmp_path / "provbackup"
+    program.write_text(f"#!/bin/sh\ntouch {started}\necho ran\nexit 69\n")
+    program.chmod(0o755)
+
+    result = run_like_cron(cron_command(str(program), systemd_marker=str(marker)))
+
+    assert result.returncode == 0
+    assert result.stdout == ""
+    assert not started.exists(), "provbackup is not even started under systemd"
+    # The same line without the marker does run it (and mails the failure).
+    assert "exited with status 69" in run_like_cron(cron_command(str(program))).stdout
+    assert started.exists()
 
 
 def real_provbackup(tmp_path: Path, config: Path) -> str:
@@ -247,3 +293,15 @@ def test_cron_line_with_the_real_program_mails_an_unreachable_directory(tmp_path
 
     assert "LDAP unavailable" in result.stdout
     assert result.stdout.rstrip().endswith("provbackup process exited with status 69")
+
+
+def test_cron_line_with_the_real_program_mails_a_lasting_fault_once(tmp_path):
+    config = config_file(tmp_path)
+    command = cron_command(real_provbackup(tmp_path, config))
+
+    first = run_like_cron(command)
+    second = run_like_cron(command)
+
+    assert first.stdout.rstrip().endswith("provbackup process exited with status 69")
+    assert second.returncode == 0
+    assert second.stdout == "", "the same fault, already mailed: exit 79, silent"
