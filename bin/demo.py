@@ -46,7 +46,7 @@ def provbackup(config: Path, *arguments: str, show: bool = True) -> int:
 
 def write_config(server: Slapd, root: Path) -> Path:
     secret = WORK / "ldap.secret"
-    secret.write_text(server.root_password + "\n")
+    secret.write_text(server.bind_password + "\n")
     secret.chmod(0o600)
     quota_log = WORK / "quota.log"
     recorder = WORK / "setquota-stand-in"
@@ -59,7 +59,7 @@ def write_config(server: Slapd, root: Path) -> Path:
 uri = {server.uri}
 start_tls = yes
 ca_file = {server.ca_file}
-bind_dn = {server.root_dn}
+bind_dn = {server.bind_dn}
 bind_password_file = {secret}
 base_dn = {server.accounts_dn}
 
@@ -135,7 +135,7 @@ def main() -> int:
     tomorrow = (today + timedelta(days=1)).strftime("%Y%m%d")
     yesterday = (today - timedelta(days=1)).strftime("%Y%m%d")
 
-    with Slapd(WORK / "slapd", tls=True) as server:
+    with Slapd(WORK / "slapd", tls=True, acl=True) as server:
         server.add_base()
         config = write_config(server, root)
         base = server.accounts_dn
@@ -165,6 +165,8 @@ def main() -> int:
         ])  # fmt: skip
 
         heading(f"The directory: a throwaway slapd on {server.uri}, accounts under {base}")
+        print(f"provbackup binds as {server.bind_dn}, with only the rights docs/slapd-acl.conf "
+              "grants it.\n")  # fmt: skip
         show_entries(server)
         heading("What needs attention")
         provbackup(config, "scan")

@@ -9,11 +9,21 @@ read files. Keys are written mode 0600.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import trustme
 
 _ORGANIZATION = "provbackup sandbox"
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A server's TLS material: the CA clients trust, the certificate and its key."""
+
+    ca_certificate: Path
+    certificate: Path
+    key: Path
 
 
 def _write(path: Path, data: bytes, mode: int = 0o644) -> Path:
@@ -91,3 +101,19 @@ def make_server_certificate(
         _write(folder / f"{name}.crt", chain),
         _write(folder / f"{name}.key", leaf.private_key_pem.bytes(), 0o600),
     )
+
+
+def server_tls_files(directory: Path) -> TlsFiles:
+    """Return ``ca.crt`` and ``server.crt``/``.key`` (127.0.0.1, localhost) in ``directory``.
+
+    What is missing is made (a new CA also gets a new server certificate);
+    what exists is kept, so a restarted server keeps the CA its clients trust.
+    """
+    ca_certificate, ca_key = directory / "ca.crt", directory / "ca.key"
+    certificate, key = directory / "server.crt", directory / "server.key"
+    if not (ca_certificate.is_file() and ca_key.is_file()):
+        make_certificate_authority(directory)
+        certificate.unlink(missing_ok=True)
+    if not (certificate.is_file() and key.is_file()):
+        make_server_certificate(directory, ca_certificate, ca_key)
+    return TlsFiles(ca_certificate, certificate, key)

@@ -13,16 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox.acl import DEBIAN_DEFAULT_ACCESS, indexes_besides
+from sandbox.certificates import TlsFiles
 from sandbox.locations import MODULE_DIRECTORY
-
-
-@dataclass(frozen=True)
-class TlsFiles:
-    """The server's TLS material: the CA clients trust, the certificate and its key."""
-
-    ca_certificate: Path
-    certificate: Path
-    key: Path
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ interpreter ends without stopping it.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import signal
 import socket
@@ -18,9 +19,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+logger = logging.getLogger(__name__)
+
 
 class SandboxError(RuntimeError):
     """The sandbox slapd could not be prepared, started, loaded or stopped."""
+
+
+class PortInUseError(SandboxError):
+    """The server could not bind one of its ports."""
 
 
 # Processes started by the sandbox and not yet stopped: stopped at exit so that
@@ -182,3 +189,44 @@ def log_since(log_file: Path, offset: int) -> str:
             return log.read().decode("utf-8", "replace").strip() or "(nothing)"
     except OSError as error:
         return f"(cannot read {log_file}: {error})"
+
+
+def start_server(
+    command: Sequence[str],
+    log_file: Path,
+    *,
+    probe: tuple[str, str, str],
+    timeout: float,
+    die_with_parent: bool = True,
+) -> subprocess.Popen[bytes]:
+    """Start slapd (:func:`spawn`) and wait until it accepts a bind (:func:`wait_for_bind`).
+
+    Args:
+        command: slapd and its arguments (in the foreground: ``-d``).
+        log_file: receives slapd's output.
+        probe: ``(uri, bind_dn, password)`` of the bind that shows it is ready.
+        timeout: seconds to wait for that bind.
+        die_with_parent: see :func:`spawn`.
+
+    Returns:
+        The running process.
+
+    Raises:
+        PortInUseError: slapd could not bind a port (its output included).
+        SandboxError: slapd exited or accepted no bind in time (its output included).
+    """
+    offset = log_file.stat().st_size if log_file.exists() else 0
+    started = time.monotonic()
+    process = spawn(command, log_file, die_with_parent=die_with_parent)
+    logger.debug("sandbox slapd: started pid %s: %s", process.pid, " ".join(command))
+    try:
+        wait_for_bind(process, *probe, timeout)
+    except SandboxError as error:
+        terminate(process, 10)
+        output = log_since(log_file, offset)
+        message = f"sandbox slapd did not start ({error}); its output:\n{output}"
+        if "Address already in use" in output:
+            raise PortInUseError(message) from None
+        raise SandboxError(message) from None
+    logger.debug("sandbox slapd: ready after %.3f s", time.monotonic() - started)
+    return process

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 from sandbox import data
 from sandbox.acl import acl_text
 from sandbox.certificates import (
-    make_certificate_authority,
-    make_server_certificate,
+    TlsFiles,
     make_unrelated_certificate_authority,
+    server_tls_files,
 )
-from sandbox.configuration import ServerSettings, TlsFiles, slapd_conf
+from sandbox.configuration import ServerSettings, slapd_conf
 from sandbox.entries import (
     ACCOUNTS_RDNS,
     BIND_ACCOUNT_RDNS,
@@ -33,14 +32,7 @@ from sandbox.entries import (
     base_entries,
 )
 from sandbox.locations import SLAPD_PROGRAM, base_schema_paths, provbackup_schema_path
-from sandbox.processes import (
-    SandboxError,
-    free_port,
-    log_since,
-    spawn,
-    terminate,
-    wait_for_bind,
-)
+from sandbox.processes import PortInUseError, SandboxError, free_port, start_server, terminate
 
 if TYPE_CHECKING:
     import ldap3
@@ -56,10 +48,6 @@ DEFAULT_INDEXES = (
     "sstProvisioningMode eq",
 )
 _START_ATTEMPTS = 3
-
-
-class _PortInUse(SandboxError):
-    """slapd could not bind one of its ports."""
 
 
 class Slapd:
@@ -243,18 +231,6 @@ class Slapd:
 
     # -- configuration -------------------------------------------------------
 
-    def _tls_files(self) -> TlsFiles:
-        """Create the CA and server certificate once (kept across restarts); return them."""
-        folder = self.directory / "tls"
-        ca_certificate, ca_key = folder / "ca.crt", folder / "ca.key"
-        if not (ca_certificate.is_file() and ca_key.is_file()):
-            ca_certificate, ca_key = make_certificate_authority(folder)
-        certificate, key = folder / "server.crt", folder / "server.key"
-        if not (certificate.is_file() and key.is_file()):
-            certificate, key = make_server_certificate(folder, ca_certificate, ca_key)
-        self.ca_file = ca_certificate
-        return TlsFiles(ca_certificate, certificate, key)
-
     def _prepare(self) -> None:
         """Create the directories, TLS material (once) and ``slapd.conf``."""
         if self._prepared:
@@ -265,10 +241,16 @@ class Slapd:
             root_dn=self.root_dn, root_password=self.root_password,
             database_directory=self.database_directory, max_size=self.max_size,
             indexes=self.indexes, acl=self._acl_text,
-            tls=self._tls_files() if self.tls else None,
+            tls=self._server_tls() if self.tls else None,
         )  # fmt: skip
         self.config_file.write_text(slapd_conf(settings))
         self._prepared = True
+
+    def _server_tls(self) -> TlsFiles:
+        """Create the CA and server certificate in ``tls/`` once; return them."""
+        files = server_tls_files(self.directory / "tls")
+        self.ca_file = files.ca_certificate
+        return files
 
     # -- life cycle ----------------------------------------------------------
 
@@ -293,7 +275,7 @@ class Slapd:
         for attempt in range(1, _START_ATTEMPTS + 1):
             try:
                 self._spawn_and_wait()
-            except _PortInUse:
+            except PortInUseError:
                 if self._fixed_ports or attempt == _START_ATTEMPTS:
                     raise
                 logger.debug("sandbox slapd: port taken, retrying with new ports")
@@ -314,22 +296,10 @@ class Slapd:
         """Run slapd in the foreground of a child process and wait for a root bind."""
         command = [str(SLAPD_PROGRAM), "-f", str(self.config_file), "-h", self._listen_urls(),
                    "-d", self.debug_level]  # fmt: skip
-        log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
-        started = time.monotonic()
-        self._process = spawn(command, self.log_file, die_with_parent=self.die_with_parent)
-        logger.debug("sandbox slapd: started pid %s: %s", self._process.pid, " ".join(command))
-        try:
-            wait_for_bind(self._process, self.uri, self.root_dn, self.root_password,
-                          self.start_timeout)  # fmt: skip
-        except SandboxError as error:
-            terminate(self._process, 10)
-            output = log_since(self.log_file, log_offset)
-            message = f"sandbox slapd did not start ({error}); its output:\n{output}"
-            if "Address already in use" in output:
-                raise _PortInUse(message) from None
-            raise SandboxError(message) from None
-        logger.debug("sandbox slapd: ready after %.3f s at %s", time.monotonic() - started,
-                     self._listen_urls())  # fmt: skip
+        self._process = start_server(
+            command, self.log_file, probe=(self.uri, self.root_dn, self.root_password),
+            timeout=self.start_timeout, die_with_parent=self.die_with_parent,
+        )  # fmt: skip
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop slapd: SIGTERM, wait up to ``timeout`` seconds, then SIGKILL.
