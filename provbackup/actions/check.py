@@ -31,6 +31,7 @@ from provbackup.state import Status
 
 if TYPE_CHECKING:
     from provbackup.actions.common import Clock
+    from provbackup.actions.snapshot_check import SnapshotFacts
     from provbackup.config import Config
 
 log = logging.getLogger(__name__)
@@ -230,7 +231,7 @@ def check(config: Config, *, clock: Clock | None = None) -> CheckResult:
     except BaseDnMissingError as error:
         counts, ldap_error, ldap_error_critical = None, str(error), True
     status_file = config.run.status_file
-    return evaluate(
+    result = evaluate(
         counts,
         read_status(status_file),
         now=clock(),
@@ -239,6 +240,29 @@ def check(config: Config, *, clock: Clock | None = None) -> CheckResult:
         ldap_error=ldap_error,
         ldap_error_critical=ldap_error_critical,
     )
+    from provbackup.actions.snapshot_check import gather
+
+    return with_snapshots(result, gather(config, clock()))
+
+
+def with_snapshots(result: CheckResult, facts: SnapshotFacts) -> CheckResult:
+    """Add the snapshot facts to a verdict: run problems are CRITICAL, stale accounts WARN.
+
+    An UNKNOWN verdict (the directory unreadable) becomes CRITICAL only for
+    a snapshot problem; the perfdata gain ``stale`` and ``snapshot_accounts``.
+    """
+    state = result.state
+    if facts.problems and state != CheckState.CRITICAL:
+        state = CheckState.CRITICAL
+    elif (facts.stale or facts.warnings) and state == CheckState.OK:
+        state = CheckState.WARNING
+    perfdata = {
+        **result.perfdata,
+        "stale": str(len(facts.stale)),
+        "snapshot_accounts": str(facts.checked),
+    }
+    summary = "; ".join([result.summary, *facts.texts()])
+    return CheckResult(state, summary, perfdata)
 
 
 def _duration(seconds: float) -> str:

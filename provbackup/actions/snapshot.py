@@ -315,8 +315,8 @@ def _log(result: AccountResult, interval: str) -> None:
         log.info(
             "%s: %s snapshot %s (%.1f s)", result.account, interval, result.outcome, result.seconds
         )
-        for step in result.steps:
-            log.debug("%s: %s", result.account, step)
+        for step in result.steps:  # layout moves, pruning, backupTime: worth a line each
+            log.info("%s: %s", result.account, step)
 
 
 class _UsageWriter:
@@ -363,8 +363,8 @@ class _UsageWriter:
             return None
         entry = entries[0]
         self.dns[uid] = entry.dn
-        quota = entry.single("sstQuota")
-        return int(quota) if quota is not None and quota.isdigit() else None
+        quota = entry.values("sstQuota")
+        return int(quota[0]) if len(quota) == 1 and quota[0].isdigit() else None
 
     def write(self, uid: str, result: AccountResult) -> None:
         """Replace the usage attributes of the account's entry (a refusal is a warning)."""

@@ -298,7 +298,8 @@ def test_check_after_a_real_run_on_an_empty_directory_is_ok(tmp_path, ldap_serve
     assert after.returncode == 0, after.stdout + after.stderr
     assert re.fullmatch(
         r"PROVBACKUP OK - no entry needs attention; last run \d+s ago \| due=0 overdue=0 "
-        r"failed=0 interrupted=0 scheduled=0 invalid=0 status_age=\d+s\n",
+        r"failed=0 interrupted=0 scheduled=0 invalid=0 status_age=\d+s stale=0 "
+        r"snapshot_accounts=0\n",
         after.stdout,
     )
 

@@ -121,6 +121,9 @@ def test_a_failing_account_does_not_stop_the_others(tmp_path, ldap_server):
     status = json.loads(setup.status_file.with_name("status-snapshot-daily.json").read_text())
     assert status["exit_code"] == 1
     assert status["counts"]["failed"] == 1
+    check = run(setup, "check")
+    assert check.code == 1, check.out
+    assert "last daily snapshot run: 1 accounts failed" in check.out
 
 
 def test_dry_run_changes_nothing(tmp_path, ldap_server):
@@ -253,3 +256,87 @@ def test_a_run_of_another_interval_waits_for_the_account(tmp_path, ldap_server):
     # Run beside the daily rsnapshot, the weekly one would have failed on rsnapshot's own
     # lockfile ("already running"): done means it waited for the account's lock.
     assert daily.returncode == 0
+
+
+def test_first_release_snapshots_are_moved_up_one_level(tmp_path, ldap_server):
+    setup = write_config(tmp_path, ldap_server)
+    provision(ldap_server, setup, "1000071")
+    upload(setup.root, "1000071", files={"data/kept.txt": b"same in every snapshot"})
+    conf = account_dir(setup.root, "1000071") / "rsnapshot.conf"
+    conf.write_text(conf.read_text().replace("/incoming/\t./\n", "/incoming/\tincoming/\n"))
+    for _ in range(2):  # the first release's layout, made by the real rsnapshot
+        subprocess.run(["rsnapshot", "-c", str(conf), "daily"], check=True, timeout=60)
+    snapshots = home_of(setup.root, "1000071") / ".snapshots"
+    old_file = snapshots / "daily.1" / "incoming" / "host1" / "data" / "kept.txt"
+    inode = os.lstat(old_file).st_ino
+    assert os.lstat(old_file).st_nlink == 2, "daily.0 and daily.1 share it"
+    dated = os.lstat(snapshots / "daily.1").st_mtime
+
+    result = run(setup, "snapshot", "daily")
+
+    assert result.code == 0, result.out + result.err
+    assert result.err.count("up one level") == 2
+    assert conf.read_text().endswith("/incoming/\t./\n")
+    for name in ("daily.0", "daily.1", "daily.2"):
+        assert os.listdir(snapshots / name) == ["host1"], name
+    # Moved by rename: the same inode, now linked from all three snapshots.
+    moved = snapshots / "daily.2" / "host1" / "data" / "kept.txt"
+    assert os.lstat(moved).st_ino == inode
+    assert os.lstat(moved).st_nlink == 3
+    assert os.lstat(snapshots / "daily.2").st_mtime == dated
+    # Idempotent: another run finds nothing to move.
+    again = run(setup, "snapshot", "daily")
+    assert again.code == 0
+    assert "up one level" not in again.err
+    assert os.listdir(snapshots / "daily.3") == ["host1"]
+
+
+def test_lowered_retention_and_dropped_interval_are_pruned(tmp_path, ldap_server):
+    setup = write_config(tmp_path, ldap_server)
+    dns = provision(ldap_server, setup, "1000081", intervals={"daily": 4, "weekly": 2})
+    upload(setup.root, "1000081")
+    for _ in range(4):
+        assert run(setup, "snapshot", "daily").code == 0
+    assert run(setup, "snapshot", "weekly").code == 0
+    snapshots = home_of(setup.root, "1000081") / ".snapshots"
+    # rsnapshot moved the last daily (daily.3) to weekly.0.
+    assert sorted(os.listdir(snapshots)) == ["daily.0", "daily.1", "daily.2", "weekly.0"]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious").write_text("keep")
+    os.symlink(outside, snapshots / "daily.2" / "host1" / "escape")
+    modify_entry(ldap_server, dns["1000081"], {"sstBackupIntervalDaily": ["2"],
+                                              "sstBackupIntervalWeekly": ["0"],
+                                              "sstProvisioningMode": ["modify"],
+                                              "sstProvisioningState": ["0"]})  # fmt: skip
+    assert run(setup, "process").code == 0
+
+    result = run(setup, "snapshot", "daily")
+
+    assert result.code == 0, result.out + result.err
+    assert sorted(os.listdir(snapshots)) == ["daily.0", "daily.1"]
+    assert "pruned" in result.err and "weekly.0" in result.err
+    assert (outside / "precious").read_text() == "keep", "a symlink inside was not followed"
+
+
+def test_check_and_show_know_the_newest_snapshot(tmp_path, ldap_server):
+    setup = write_config(tmp_path, ldap_server)
+    provision(ldap_server, setup, "1000091", "1000092")
+    for uid in ("1000091", "1000092"):
+        upload(setup.root, uid)
+    assert run(setup, "snapshot", "daily").code == 0
+
+    fresh = run(setup, "check")
+    shown = run(setup, "show", "1000091", "--json")
+    stale_time = time.time() - 3 * 86400
+    os.utime(home_of(setup.root, "1000092") / ".snapshots" / "daily.0", (stale_time, stale_time))
+    os.utime(account_dir(setup.root, "1000092") / "rsnapshot.conf", (stale_time, stale_time))
+    stale = run(setup, "check")
+
+    assert fresh.code == 0, fresh.out
+    assert "stale=0 snapshot_accounts=2" in fresh.out
+    newest = json.loads(shown.out)[0]["server"]["newest_snapshot"]
+    assert newest["name"] == "daily.0"
+    assert stale.code == 1, stale.out
+    assert "1 accounts without a recent snapshot (1000092)" in stale.out
+    assert "stale=1 snapshot_accounts=2" in stale.out
