@@ -165,7 +165,7 @@ def main() -> int:
         ])  # fmt: skip
 
         heading(f"The directory: a throwaway slapd on {server.uri}, accounts under {base}")
-        print(f"provbackup binds as {server.bind_dn}, with only the rights docs/slapd-acl.conf "
+        print(f"provbackup binds as {server.bind_dn}, with only the rights examples/slapd-acl.conf "
               "grants it.\n")  # fmt: skip
         show_entries(server)
         heading("What needs attention")

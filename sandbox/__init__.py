@@ -1,13 +1,13 @@
 """A throwaway local OpenLDAP server (slapd) for the tests, the demo and the benchmark.
 
 Not part of the installed product: it lives at the top of the checkout and
-uses the checkout's ``schema/`` and ``docs/``. Split by job, like
+uses the checkout's ``schema/`` and ``examples/``. Split by job, like
 python-ldap's slapdtest:
 
 - :mod:`sandbox.slapd`: :class:`Slapd`, the server's life cycle;
   :mod:`sandbox.configuration` writes its ``slapd.conf``,
   :mod:`sandbox.processes` runs and reaps the processes;
-- :mod:`sandbox.acl`: the example ACL ``docs/slapd-acl.conf`` as a sandbox
+- :mod:`sandbox.acl`: the example ACL ``examples/slapd-acl.conf`` as a sandbox
   loads it (``Slapd(..., acl=True)``: provbackup then binds as the restricted
   ``cn=provbackup,ou=services,<suffix>``, see :meth:`Slapd.ldap_settings`);
 - :mod:`sandbox.certificates`: throwaway TLS material (trustme);

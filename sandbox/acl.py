@@ -1,4 +1,4 @@
-"""The example ACL of ``docs/slapd-acl.conf``, as the sandbox slapd loads it.
+"""The example ACL of ``examples/slapd-acl.conf``, as the sandbox slapd loads it.
 
 The file is what an operator pastes into slapd.conf; the sandbox reads that
 very text (no copy of it lives here) and makes only the two edits the file's
@@ -36,7 +36,7 @@ def _defines(schema_files: Iterable[Path], attribute: str) -> bool:
 
 
 def acl_text(suffix: str, schema_files: Sequence[Path], path: Path | None = None) -> str:
-    """Return the example ACL (``docs/slapd-acl.conf``) edited for a sandbox.
+    """Return the example ACL (``examples/slapd-acl.conf``) edited for a sandbox.
 
     Args:
         suffix: the sandbox's suffix, replacing the example's ``dc=stoney-cloud,dc=org``.

@@ -2,7 +2,7 @@
 
 One mdb database with the accounts' suffix, its rootdn and rootpw, and
 either the sandbox's open defaults (everyone reads, no size limits) or, for
-a sandbox with the example ACL, ``docs/slapd-acl.conf`` in front of the
+a sandbox with the example ACL, ``examples/slapd-acl.conf`` in front of the
 rules Debian's slapd package installs, with slapd's default size limit.
 """
 
@@ -70,7 +70,7 @@ def slapd_conf(settings: ServerSettings) -> str:
     indexes = list(settings.indexes)
     if settings.acl:
         indexes = indexes_besides(indexes, settings.acl)
-        lines += ["", "# docs/slapd-acl.conf", settings.acl.rstrip("\n"), "",
+        lines += ["", "# examples/slapd-acl.conf", settings.acl.rstrip("\n"), "",
                   "# Debian's default rules", *DEBIAN_DEFAULT_ACCESS]  # fmt: skip
     else:
         lines += [*limits, "limits * size=unlimited time=unlimited"]

@@ -36,7 +36,7 @@ DEFAULT_SUFFIX = "dc=stoney-cloud,dc=org"
 ACCOUNTS_RDNS = "ou=accounts,ou=backup,ou=services"
 """The accounts' base DN relative to the suffix, as in the stoney cloud."""
 BIND_ACCOUNT_RDNS = "cn=provbackup,ou=services"
-"""provbackup's own bind DN relative to the suffix, as in docs/slapd-acl.conf."""
+"""provbackup's own bind DN relative to the suffix, as in examples/slapd-acl.conf."""
 
 
 def jailkit_home_directory(root: str | os.PathLike[str], uid: str) -> str:

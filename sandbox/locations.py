@@ -1,7 +1,7 @@
 """Where the sandbox finds its programs, schemas and the example ACL.
 
 Everything is looked up in the checkout this package runs from (the sandbox
-is not installed: ``schema/`` and ``docs/`` sit at the repository root) and
+is not installed: ``schema/`` and ``examples/`` sit at the repository root) and
 in Debian's standard places for OpenLDAP.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
-"""The checkout holding this package, ``schema/`` and ``docs/``."""
+"""The checkout holding this package, ``schema/`` and ``examples/``."""
 
 SLAPD_PROGRAM = Path("/usr/sbin/slapd")
 SLAPADD_PROGRAM = Path("/usr/sbin/slapadd")
@@ -46,12 +46,12 @@ def provbackup_schema_path() -> Path:
 
 
 def acl_example_path() -> Path:
-    """Return the path of ``docs/slapd-acl.conf``, the example ACL for provbackup's bind DN.
+    """Return the path of ``examples/slapd-acl.conf``, the example ACL for provbackup's bind DN.
 
     Raises:
         FileNotFoundError: the file is not in the checkout this package runs from.
     """
-    return _repository_file("docs", "slapd-acl.conf")
+    return _repository_file("examples", "slapd-acl.conf")
 
 
 def base_schema_paths() -> list[Path]:

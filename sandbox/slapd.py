@@ -70,7 +70,7 @@ class Slapd:
         bind_dn, bind_password: what provbackup binds as (:meth:`ldap_settings`):
             with ``acl=True`` the restricted ``cn=provbackup,ou=services,<suffix>``,
             else the root DN.
-        acl: whether ``docs/slapd-acl.conf`` is loaded.
+        acl: whether ``examples/slapd-acl.conf`` is loaded.
         schema_files: the schema files loaded, Debian's base schemas first.
         indexes: the ``index`` lines (without the keyword).
         host, port, ldaps_port: where it listens (ldaps_port is None without TLS).
@@ -109,7 +109,7 @@ class Slapd:
                 Use ``[stoney_schema_path()]`` for the real stoney schema.
             indexes: ``index`` lines, e.g. ``"uid eq"``; with ``acl`` those of
                 attributes the example indexes already are left out.
-            acl: load the example ACL ``docs/slapd-acl.conf`` (before Debian's
+            acl: load the example ACL ``examples/slapd-acl.conf`` (before Debian's
                 default rules, with slapd's default size limit) and create its
                 bind DN with ``bind_password`` in :meth:`add_base`;
                 :meth:`ldap_settings` then names that DN.

@@ -8,7 +8,7 @@ tree (``ldap_server.accounts_dn``), restarted first if an earlier test
 stopped it. ``stoney_slapd``/``stoney_ldap_server`` are the same against
 the stoney cloud's real sst.schema and skip when that file is not found.
 
-Both load the example ACL ``docs/slapd-acl.conf`` (``Slapd(acl=True)``):
+Both load the example ACL ``examples/slapd-acl.conf`` (``Slapd(acl=True)``):
 ``ldap_settings()`` (and so ``support.write_config``) make provbackup bind as
 the restricted ``cn=provbackup,ou=services,<suffix>``, with only the rights
 that file grants. ``connection()``, ``add_entries()`` and

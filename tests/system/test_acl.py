@@ -1,4 +1,4 @@
-"""The example ACL docs/slapd-acl.conf is real: the suite's provbackup binds with it.
+"""The example ACL examples/slapd-acl.conf is real: the suite's provbackup binds with it.
 
 The session slapds (tests/conftest.py) load the file and create its bind DN;
 these tests prove that the DN can do what provbackup needs (a whole add,
@@ -20,9 +20,9 @@ from support import REPOSITORY, read_entry, run, write_config
 from sandbox import Slapd, account_entry, acl_example_path, jailkit_home_directory
 
 INSUFFICIENT_ACCESS = 50
-ACL_FILE = REPOSITORY / "docs" / "slapd-acl.conf"
+ACL_FILE = REPOSITORY / "examples" / "slapd-acl.conf"
 
-# What docs/slapd-acl.conf lets provbackup write, and a value each takes.
+# What examples/slapd-acl.conf lets provbackup write, and a value each takes.
 WRITABLE = {
     "sstProvisioningMode": "adding",
     "sstProvisioningState": "20240105T101112Z",
@@ -261,3 +261,21 @@ def test_the_readme_install_section_shows_every_rule_of_the_file() -> None:
     for line in rule_lines(ACL_FILE.read_text()):
         assert line in install[position:], f"README lacks, in this order: {line}"
         position = install.index(line, position) + len(line)
+
+
+def test_the_acl_follows_another_suffix(tmp_path: Path) -> None:
+    """Every DN of the file moves with the suffix: the rules still hold for the new tree."""
+    with Slapd(tmp_path / "other", suffix="dc=example,dc=net", acl=True) as other:
+        other.add_base()
+        assert "stoney-cloud" not in other.config_file.read_text()
+        dn, attributes = account_entry("4300001", base_dn=other.accounts_dn)
+        other.add_entries([(dn, attributes)])
+        connection = as_provbackup(other)
+        try:
+            assert connection.extend.standard.who_am_i() == (
+                "dn:cn=provbackup,ou=services,dc=example,dc=net"
+            )
+            assert connection.modify(dn, {"sstBackupSize": [(ldap3.MODIFY_REPLACE, ["1"])]})
+            assert not connection.modify(dn, {"sstQuota": [(ldap3.MODIFY_REPLACE, ["1"])]})
+        finally:
+            connection.unbind()
