@@ -22,8 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from provbackup.entry import SAFE_UID
 from provbackup.errors import ProvbackupError
+from provbackup.paths import SAFE_UID
 
 if TYPE_CHECKING:
     from provbackup.config import Config

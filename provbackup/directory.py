@@ -21,9 +21,9 @@ from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
 
 from provbackup.config import LdapConfig
-from provbackup.entry import MODE, READ_ATTRIBUTES, STATE, LdapEntry
+from provbackup.entry import READ_ATTRIBUTES, LdapEntry
 from provbackup.errors import BaseDnMissingError, LdapUnavailableError, UsageError
-from provbackup.state import ADD, DELETE, IN_PROGRESS, REPLACE, Changes
+from provbackup.model import Changes, Operation
 
 log = logging.getLogger(__name__)
 
@@ -31,37 +31,15 @@ INVALID_CREDENTIALS = 49
 NO_SUCH_OBJECT = 32
 NO_SUCH_ATTRIBUTE = 16
 _OPERATIONS = {
-    ADD: ldap3.MODIFY_ADD,
-    DELETE: ldap3.MODIFY_DELETE,
-    REPLACE: ldap3.MODIFY_REPLACE,
+    Operation.ADD: ldap3.MODIFY_ADD,
+    Operation.DELETE: ldap3.MODIFY_DELETE,
+    Operation.REPLACE: ldap3.MODIFY_REPLACE,
 }
 
 
 def escape(value: str) -> str:
     """Escape ``value`` for use inside an LDAP filter (RFC 4515)."""
     return escape_filter_chars(value)
-
-
-def request_filter(user_filter: str | None) -> str:
-    """The filter of entries ``process`` may work on: state 0, not in progress.
-
-    Date and mode are checked by the client: the stoney schema gives
-    sstProvisioningExecutionDate no ORDERING rule, so the server cannot
-    compare dates.
-    """
-    in_progress = "".join(f"({MODE}={mode})" for mode in IN_PROGRESS.values())
-    return f"(&({STATE}=0)(!(|{in_progress})){user_filter or ''})"
-
-
-def attention_filter(user_filter: str | None) -> str:
-    """The filter of every entry needing attention: all entries in state 0."""
-    return f"(&({STATE}=0){user_filter or ''})"
-
-
-def account_filter(user_filter: str | None, uid: str | None = None) -> str:
-    """The filter of provisioned accounts, optionally one ``uid`` (escaped here)."""
-    uid_part = f"(uid={escape(uid)})" if uid is not None else ""
-    return f"(&({MODE}=*){uid_part}{user_filter or ''})"
 
 
 def normalized_dn(dn: str) -> tuple[tuple[str, str], ...]:
@@ -98,7 +76,7 @@ class ModifyResult:
         return self.code in (NO_SUCH_ATTRIBUTE, NO_SUCH_OBJECT)
 
 
-class Directory:
+class LdapDirectory:
     """A bound connection to one of the configured servers.
 
     Counts searches, returned entries and modifies so a run can report the
@@ -120,7 +98,7 @@ class Directory:
         except Exception:  # the connection may be gone already
             log.debug("unbind failed", exc_info=True)
 
-    def __enter__(self) -> Directory:
+    def __enter__(self) -> LdapDirectory:
         return self
 
     def __exit__(self, *exception: object) -> None:
@@ -250,12 +228,12 @@ class Directory:
         return "equivalent: " + " ".join(shlex.quote(word) for word in words)
 
 
-def connect(config: LdapConfig) -> Directory:
+def connect(config: LdapConfig) -> LdapDirectory:
     """Connect and bind to the first configured server that answers.
 
     Tries every URI in order, ``attempts`` rounds in all, sleeping
     ``retry_delay`` seconds between rounds. Returns a bound
-    :class:`Directory`. Raises LdapUnavailableError when every attempt
+    :class:`LdapDirectory`. Raises LdapUnavailableError when every attempt
     failed or the server refused the credentials (not retried: a wrong
     password does not get better, and retries could lock the account).
     """
@@ -271,7 +249,7 @@ def connect(config: LdapConfig) -> Directory:
                 log.warning("LDAP attempt %d/%d: %s", attempt, config.attempts, last_error)
                 continue
             log.debug("bound to %s as %s", uri, config.bind_dn or "anonymous")
-            return Directory(config, connection, uri)
+            return LdapDirectory(config, connection, uri)
         if attempt < config.attempts and config.retry_delay:
             time.sleep(config.retry_delay)
     raise LdapUnavailableError(

@@ -1,28 +1,39 @@
-"""Read a backup-account entry as LDAP returned it into checked values.
+"""The gate: an LDAP entry is read and validated here, once, into typed values.
 
-Two views of one entry: :class:`Request` holds only the provisioning
-attributes (enough for ``scan`` to classify it); :class:`Account` holds what
-the work on the server needs, validated before anything is touched. Every
-problem is reported with the attribute and the offending value.
+:func:`read_request` reads the provisioning attributes into a
+:class:`~provbackup.model.Request` (enough for ``scan`` to classify the
+entry; never raises). :func:`read_account` validates what the work on the
+server needs into an :class:`~provbackup.model.Account` for one verb, or
+raises one InvalidEntryError/UnsafePathError naming every bad attribute
+and value. Nothing after the gate validates again.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import date, datetime
+from pathlib import Path
+from typing import Any, TypeVar
 
-from provbackup.config import INTERVALS
-from provbackup.errors import InvalidEntryError
+from provbackup.config import MAX_ID, Config
+from provbackup.errors import EntryError, InvalidEntryError, UnsafePathError
+from provbackup.model import (
+    DATE_ATTRIBUTES,
+    INTERVAL_ATTRIBUTES,
+    MODE,
+    RETURN_VALUE,
+    STATE,
+    Account,
+    Request,
+    Verb,
+    parse_mode,
+    parse_timestamp,
+)
+from provbackup.paths import SAFE_UID, account_paths, check_home_directory
+from provbackup.systemids import SystemIds, read_system_ids
 
-MODE = "sstProvisioningMode"
-STATE = "sstProvisioningState"
-RETURN_VALUE = "sstProvisioningReturnValue"
-EXECUTION_DATE = "sstProvisioningExecutionDate"
-DOCUMENTED_DATE = "sstProvisioningDate"
-DATE_ATTRIBUTES = (EXECUTION_DATE, DOCUMENTED_DATE)
-INTERVAL_ATTRIBUTES = {name: f"sstBackupInterval{name.capitalize()}" for name in INTERVALS}
+T = TypeVar("T")
 
 # Every attribute provbackup reads; searches ask for these and nothing else.
 READ_ATTRIBUTES = (
@@ -39,11 +50,8 @@ READ_ATTRIBUTES = (
     *INTERVAL_ATTRIBUTES.values(),
 )
 
-MAX_ID = 2**32 - 2  # 2**32 - 1 is (uid_t) -1, "no change" to chown
 MAX_QUOTA_BYTES = 2**60  # 1 EiB; anything larger is a typo, not a customer
 MAX_INTERVAL = 999
-SAFE_UID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
-TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 
 
 @dataclass(frozen=True)
@@ -65,70 +73,88 @@ class LdapEntry:
         """Return every value of attribute ``name`` (no values: empty tuple)."""
         return self.attributes.get(name.lower(), ())
 
-    def single(self, name: str, required: bool = True) -> str | None:
-        """Return the one value of ``name``.
+    def optional(self, name: str) -> str | None:
+        """Return the one value of ``name``, or None when it has none.
 
-        Raises InvalidEntryError when it has several values, or none and
-        ``required`` is set; returns None for a missing optional attribute.
+        Raises InvalidEntryError when it has several values.
         """
         values = self.values(name)
         if len(values) > 1:
             raise InvalidEntryError(name, list(values), f"has {len(values)} values, expected one")
-        if not values:
-            if required:
-                raise InvalidEntryError(name, None, "is missing")
-            return None
-        return values[0]
+        return values[0] if values else None
+
+    def single(self, name: str) -> str:
+        """Return the one value of ``name``.
+
+        Raises InvalidEntryError when it has several values or none.
+        """
+        value = self.optional(name)
+        if value is None:
+            raise InvalidEntryError(name, None, "is missing")
+        return value
 
 
 @dataclass(frozen=True)
-class Request:
-    """The provisioning attributes of an entry, unvalidated beyond their form.
+class Rules:
+    """What the gate checks an account against, from the configuration.
 
-    ``date_attribute`` is the name the entry uses for the date (None when it
-    has neither); ``date`` is None for ``0`` (now) and for a missing date.
-    ``problem`` describes why the provisioning attributes are unusable.
+    ``system_ids`` are the IDs of the local /etc/passwd and /etc/group files
+    (read once per run, see :mod:`provbackup.systemids`).
     """
 
-    dn: str
-    uid: str | None
-    mode: str | None
-    state: str | None
-    date_attribute: str | None
-    date: date | None
-    return_value: int | None
-    problem: str | None = None
+    min_uid: int
+    max_uid: int
+    default_retain: tuple[tuple[str, int], ...]
+    root: Path
+    layout: str
+    system_ids: SystemIds = field(default_factory=read_system_ids)
 
-
-@dataclass(frozen=True)
-class Account:
-    """Everything the work on the server needs, validated."""
-
-    dn: str
-    uid: str
-    uid_number: int
-    gid_number: int
-    home_directory: str | None
-    quota_bytes: int | None
-    retain: tuple[tuple[str, int], ...]
-    active: bool
+    @classmethod
+    def from_config(cls, config: Config, system_ids: SystemIds | None = None) -> Rules:
+        """The rules of ``config``; ``system_ids`` default to the local files' IDs."""
+        return cls(
+            min_uid=config.backup.min_uid,
+            max_uid=config.backup.max_uid,
+            default_retain=config.rsnapshot.retain,
+            root=config.backup.root,
+            layout=config.backup.layout,
+            system_ids=system_ids if system_ids is not None else read_system_ids(),
+        )
 
 
 class _Collector:
-    """Runs readers and keeps every InvalidEntryError, so all problems are reported at once."""
+    """Runs readers and keeps every EntryError, so all problems are reported at once."""
 
     def __init__(self) -> None:
-        self.errors: list[InvalidEntryError] = []
-        self.messages: list[str] = []
+        self.errors: list[EntryError] = []
 
-    def attempt(self, function, *arguments):
-        """Return ``function(*arguments)``, or None after recording its InvalidEntryError."""
+    def attempt(self, function: Callable[..., T], *arguments: Any) -> T | None:
+        """Return ``function(*arguments)``, or None after recording its EntryError."""
         try:
             return function(*arguments)
-        except InvalidEntryError as error:
+        except (InvalidEntryError, UnsafePathError) as error:
             self.errors.append(error)
-            self.messages.append(str(error))
             return None
+
+    def raise_if_any(self) -> None:
+        """Raise the one error, or one naming them all.
+
+        The combined error is an UnsafePathError (11) when any problem is an
+        unsafe path (it may be an attack), else an InvalidEntryError (10).
+        """
+        if not self.errors:
+            return
+        first = self.errors[0]
+        if len(self.errors) == 1:
+            raise first
+        message = "; ".join(str(error) for error in self.errors)
+        combined: EntryError
+        if any(isinstance(error, UnsafePathError) for error in self.errors):
+            combined = UnsafePathError(message, attribute=first.attribute, value=first.value)
+        else:
+            combined = InvalidEntryError(first.attribute or "", first.value, "")
+            combined.args = (message,)
+        raise combined
 
 
 def read_request(entry: LdapEntry, date_attribute: str = "auto") -> Request:
@@ -140,26 +166,31 @@ def read_request(entry: LdapEntry, date_attribute: str = "auto") -> Request:
     """
     collector = _Collector()
     attempt = collector.attempt
-    problems = collector.messages
+    extra: list[str] = []
     uid = attempt(entry.single, "uid")
     mode = attempt(entry.single, MODE)
+    meaning = parse_mode(mode)
+    if mode is not None and meaning is None:
+        extra.append(f"{MODE}: {mode!r}: unknown mode (expected one of {', '.join(Verb)})")
     state = attempt(entry.single, STATE)
     if state is not None and state != "0" and parse_timestamp(state) is None:
-        problems.append(f"{STATE}: {state!r}: expected 0 or YYYYMMDDThhmmssZ")
+        extra.append(f"{STATE}: {state!r}: expected 0 or YYYYMMDDThhmmssZ")
     name = _date_attribute_of(entry, date_attribute)
     when = None
     if name is None:
         wanted = " or ".join(DATE_ATTRIBUTES) if date_attribute == "auto" else date_attribute
-        problems.append(f"{wanted}: (missing): is missing")
+        extra.append(f"{wanted}: (missing): is missing")
     else:
         when = attempt(_read_date, entry, name)
     return_value = None
-    raw_return = attempt(entry.single, RETURN_VALUE, False)
+    raw_return = attempt(entry.optional, RETURN_VALUE)
     if raw_return is not None:
-        try:
+        digits = raw_return.removeprefix("-")
+        if digits.isascii() and digits.isdigit() and len(digits) < 10:
             return_value = int(raw_return)
-        except ValueError:
-            problems.append(f"{RETURN_VALUE}: {raw_return!r}: not an integer")
+        else:
+            extra.append(f"{RETURN_VALUE}: {_shown(raw_return)!r}: not an integer")
+    problems = [str(error) for error in collector.errors] + extra
     return Request(
         dn=entry.dn,
         uid=uid,
@@ -169,55 +200,43 @@ def read_request(entry: LdapEntry, date_attribute: str = "auto") -> Request:
         date=when,
         return_value=return_value,
         problem="; ".join(problems) or None,
+        verb=meaning[0] if meaning else None,
+        phase=meaning[1] if meaning else None,
     )
 
 
-def read_account(
-    entry: LdapEntry,
-    *,
-    min_uid: int,
-    max_uid: int = 2**32 - 2,
-    default_retain: tuple[tuple[str, int], ...],
-    for_delete: bool = False,
-) -> Account:
-    """Validate what the work on the server needs.
+def read_account(entry: LdapEntry, verb: Verb, rules: Rules) -> Account:
+    """Validate what the work of ``verb`` on the server needs.
 
-    ``min_uid`` and ``max_uid`` bound the uidNumber/gidNumber accepted (0 never is);
-    ``default_retain`` gives the count of an interval the entry does not
-    set. ``for_delete`` skips quota, retention and activation, which a
-    delete does not use, so a bad value there never blocks removing an
-    account. Returns the :class:`Account`. Raises InvalidEntryError naming
-    every bad attribute and value.
+    Every verb checks uid, uidNumber, gidNumber (from ``min_uid`` to
+    ``max_uid``, never 0, never a system ID) and homeDirectory (the
+    account's jailkit home under the backup root). Add and modify also
+    check sstQuota (1 byte up: 0 would mean "unlimited" to setquota), the
+    intervals and sstIsActive. A delete does not read those: it sets the
+    quota to 0 and needs no retention, so an unusable value there never
+    blocks removing an account. Returns the :class:`Account`. Raises
+    InvalidEntryError (10) or UnsafePathError (11) naming every bad
+    attribute and value.
     """
     collector = _Collector()
     attempt = collector.attempt
-    problems = collector.errors
     uid = attempt(_read_uid, entry)
-    uid_number = attempt(_read_id, entry, "uidNumber", min_uid, max_uid)
-    gid_number = attempt(_read_id, entry, "gidNumber", min_uid, max_uid)
+    uid_number = attempt(_read_id, entry, "uidNumber", rules, rules.system_ids.uids, "passwd")
+    gid_number = attempt(_read_id, entry, "gidNumber", rules, rules.system_ids.gids, "group")
     home = attempt(_read_home, entry)
-    if for_delete:
-        quota, active, retain = None, None, default_retain
-    else:
-        quota = attempt(_read_integer, entry, "sstQuota", MAX_QUOTA_BYTES)
+    paths = attempt(account_paths, rules.root, rules.layout, uid) if uid is not None else None
+    if paths is not None:
+        attempt(check_home_directory, home, paths)
+    quota: int | None = None
+    active: bool | None = True
+    retain: tuple[tuple[str, int], ...] = ()
+    if verb is not Verb.DELETE:
+        quota = attempt(_read_quota, entry)
         active = attempt(_read_active, entry)
-        retain = _read_retain(entry, default_retain, attempt)
-    if not retain and not any(
-        error.attribute in INTERVAL_ATTRIBUTES.values() for error in problems
-    ):
-        problems.append(
-            InvalidEntryError(
-                "sstBackupInterval*",
-                [entry.values(name) for name in INTERVAL_ATTRIBUTES.values()],
-                "no interval is above 0",
-            )
-        )
-    if problems:
-        if len(problems) == 1:
-            raise problems[0]
-        combined = InvalidEntryError(problems[0].attribute or "", problems[0].value, "")
-        combined.args = ("; ".join(str(error) for error in problems),)
-        raise combined
+        retain = _read_retain(entry, rules.default_retain, collector)
+    collector.raise_if_any()
+    assert uid is not None and uid_number is not None and gid_number is not None
+    assert paths is not None
     return Account(
         dn=entry.dn,
         uid=uid,
@@ -227,26 +246,29 @@ def read_account(
         quota_bytes=quota,
         retain=retain,
         active=True if active is None else active,
+        paths=paths,
     )
 
 
-def _read_retain(entry: LdapEntry, default_retain: tuple[tuple[str, int], ...], attempt):
+def _read_retain(
+    entry: LdapEntry, default_retain: tuple[tuple[str, int], ...], collector: _Collector
+) -> tuple[tuple[str, int], ...]:
     defaults = dict(default_retain)
     counts = []
+    bad = len(collector.errors)
     for interval, attribute in INTERVAL_ATTRIBUTES.items():
-        count = attempt(_read_integer, entry, attribute, MAX_INTERVAL)
+        count = collector.attempt(_read_integer, entry, attribute, MAX_INTERVAL)
         counts.append((interval, defaults.get(interval, 0) if count is None else count))
-    return tuple((interval, count) for interval, count in counts if count > 0)
-
-
-def parse_timestamp(text: str) -> datetime | None:
-    """Return the UTC datetime of a ``YYYYMMDDThhmmssZ`` state, or None if malformed."""
-    if len(text) != 16:
-        return None
-    try:
-        return datetime.strptime(text, TIMESTAMP_FORMAT)
-    except ValueError:
-        return None
+    retain = tuple((interval, count) for interval, count in counts if count > 0)
+    if not retain and len(collector.errors) == bad:
+        collector.errors.append(
+            InvalidEntryError(
+                "sstBackupInterval*",
+                [entry.values(name) for name in INTERVAL_ATTRIBUTES.values()],
+                "no interval is above 0",
+            )
+        )
+    return retain
 
 
 def _date_attribute_of(entry: LdapEntry, configured: str) -> str | None:
@@ -284,41 +306,71 @@ def _read_uid(entry: LdapEntry) -> str:
     return uid
 
 
-def _read_id(entry: LdapEntry, name: str, min_uid: int, max_uid: int) -> int:
-    text = entry.single(name)
+def _digits(name: str, text: str, maximum: int) -> int:
+    """``text`` as a non-negative integer up to ``maximum``, its length checked first.
+
+    A 5,000-digit value (the server accepts it) is refused by its length,
+    before int() could spend time on it or refuse it with an error of its own.
+    """
     if not text.isascii() or not text.isdigit():
-        raise InvalidEntryError(name, text, "not a non-negative integer")
-    number = int(text)
-    if number == 0:
-        raise InvalidEntryError(name, text, "0 (root) is never accepted")
-    if number < min_uid:
-        raise InvalidEntryError(name, text, f"below [backup] min_uid {min_uid}")
-    if number > min(max_uid, MAX_ID):
-        raise InvalidEntryError(name, text, f"above [backup] max_uid {min(max_uid, MAX_ID)}")
-    return number
-
-
-def _read_home(entry: LdapEntry) -> str | None:
-    home = entry.single("homeDirectory", required=False)
-    if home is not None and ("\0" in home or not home.startswith("/")):
-        raise InvalidEntryError("homeDirectory", home, "not an absolute path")
-    return home
-
-
-def _read_integer(entry: LdapEntry, name: str, maximum: int) -> int | None:
-    text = entry.single(name, required=False)
-    if text is None:
-        return None
-    if not text.isascii() or not text.isdigit():
-        raise InvalidEntryError(name, text, "not a non-negative integer")
+        raise InvalidEntryError(name, _shown(text), "not a non-negative integer")
+    if len(text.lstrip("0")) > len(str(maximum)):
+        raise InvalidEntryError(name, _shown(text), f"larger than the maximum {maximum}")
     number = int(text)
     if number > maximum:
         raise InvalidEntryError(name, text, f"larger than the maximum {maximum}")
     return number
 
 
+def _shown(text: str) -> str:
+    """``text`` shortened for a message: a huge value is named by its start and length."""
+    return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
+
+
+def _read_id(entry: LdapEntry, name: str, rules: Rules, system: frozenset[int], file: str) -> int:
+    text = entry.single(name)
+    number = _digits(name, text, MAX_ID)
+    if number == 0:
+        raise InvalidEntryError(name, text, "0 (root) is never accepted")
+    if number < rules.min_uid:
+        raise InvalidEntryError(name, text, f"below [backup] min_uid {rules.min_uid}")
+    if number > rules.max_uid:
+        raise InvalidEntryError(name, text, f"above [backup] max_uid {rules.max_uid}")
+    if number in system:
+        raise InvalidEntryError(
+            name,
+            text,
+            f"belongs to the system (/etc/{file} or 65534); customer accounts need IDs of "
+            "their own",
+        )
+    return number
+
+
+def _read_home(entry: LdapEntry) -> str | None:
+    home = entry.optional("homeDirectory")
+    if home is not None and ("\0" in home or not home.startswith("/")):
+        raise InvalidEntryError("homeDirectory", home, "not an absolute path")
+    return home
+
+
+def _read_integer(entry: LdapEntry, name: str, maximum: int) -> int | None:
+    text = entry.optional(name)
+    if text is None:
+        return None
+    return _digits(name, text, maximum)
+
+
+def _read_quota(entry: LdapEntry) -> int | None:
+    quota = _read_integer(entry, "sstQuota", MAX_QUOTA_BYTES)
+    if quota == 0:
+        raise InvalidEntryError(
+            "sstQuota", "0", "0 would mean 'unlimited' to the quota command; give bytes (1 up)"
+        )
+    return quota
+
+
 def _read_active(entry: LdapEntry) -> bool | None:
-    text = entry.single("sstIsActive", required=False)
+    text = entry.optional("sstIsActive")
     if text is None:
         return None
     if text.upper() == "TRUE":

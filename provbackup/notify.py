@@ -29,7 +29,7 @@ class FailedEntry(Protocol):
 
     dn: str
     uid: str | None
-    action: str | None
+    verb: str | None
     message: str
     return_value: int | None
 
@@ -87,7 +87,7 @@ def failure_body(report: FailureReport, hostname: str) -> str:
         lines += [
             f"{number}. uid {escape_control(item.uid or '(unknown)')}",
             f"   DN:           {escape_control(item.dn)}",
-            f"   action:       {item.action or '(none)'}",
+            f"   action:       {item.verb or '(none)'}",
             f"   error:        {escape_control(item.message)}",
         ]
         if item.return_value is not None:

@@ -22,10 +22,10 @@ def _tabulate(rows: list[list[Any]], headers: list[str]) -> str:
 
 
 def outcome_line(outcome: Any) -> str:
-    """One line for a processed entry: outcome, action, uid, DN, and why if not done."""
+    """One line for a processed entry: outcome, verb, uid, DN, and why if not done."""
     # uid, DN and message come from the directory: escaped so each stays on its line.
     uid, dn = escape_control(outcome.uid or "-"), escape_control(outcome.dn)
-    line = f"{outcome.outcome:<8} {outcome.action or '-':<7} {uid:<12} {dn}"
+    line = f"{outcome.outcome:<8} {outcome.verb or '-':<7} {uid:<12} {dn}"
     if outcome.outcome in ("failed", "skipped", "interrupted") and outcome.message:
         line += f": {escape_control(outcome.message)}"
     elif outcome.outcome == "would" and outcome.message:

@@ -2,33 +2,29 @@
 
 Nothing here talks to LDAP or the filesystem: it says which entries are
 due, what each transition writes, and how an entry is shown. The LDAP
-changes are returned as plain ``{attribute: [(operation, values)]}``
-descriptions that :mod:`provbackup.directory` sends.
+changes are returned as plain :data:`~provbackup.model.Changes` that
+:mod:`provbackup.directory` sends.
 """
 
 from __future__ import annotations
 
 import enum
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 
-from provbackup.entry import MODE, RETURN_VALUE, STATE, TIMESTAMP_FORMAT, Request
+from provbackup.errors import RETURN_INVALID_ENTRY
+from provbackup.model import (
+    MODE,
+    RETURN_VALUE,
+    STATE,
+    Changes,
+    Operation,
+    Phase,
+    Request,
+    Verb,
+    timestamp,
+)
 
-REQUEST_MODES = ("add", "modify", "delete")
-IN_PROGRESS = {"add": "adding", "modify": "modifying", "delete": "deleting"}
-DONE = {"add": "added", "modify": "modified", "delete": "deleted"}
-VERB_OF = {
-    **{mode: mode for mode in REQUEST_MODES},
-    **{progress: verb for verb, progress in IN_PROGRESS.items()},
-    **{done: verb for verb, done in DONE.items()},
-}
-KNOWN_MODES = tuple(VERB_OF)
-
-# The operations of an LDAP modify; directory.py maps them onto ldap3's.
-ADD = "add"
-DELETE = "delete"
-REPLACE = "replace"
-
-Changes = dict[str, list[tuple[str, list[str]]]]
+ADD, DELETE, REPLACE = Operation.ADD, Operation.DELETE, Operation.REPLACE
 
 
 class Status(enum.StrEnum):
@@ -65,14 +61,13 @@ def classify(request: Request, today: date, run_active: bool = False) -> Status:
     in-progress entry is then being worked on (``running``), else it was
     ``interrupted`` (no return value) or ``failed`` (non-zero return value).
     """
-    mode = request.mode
-    if mode in IN_PROGRESS.values():
+    if request.phase is Phase.IN_PROGRESS:
         if request.return_value not in (None, 0):
             return Status.FAILED
         return Status.RUNNING if run_active else Status.INTERRUPTED
-    if request.problem is not None or mode not in KNOWN_MODES:
+    if request.problem is not None or request.verb is None:
         return Status.INVALID
-    if mode in DONE.values() or request.state != "0":
+    if request.phase is Phase.DONE or request.state != "0":
         return Status.DONE
     if request.date is None:
         return Status.DUE
@@ -86,49 +81,63 @@ def is_due(status: Status) -> bool:
     return status in (Status.DUE, Status.OVERDUE)
 
 
-def timestamp(moment: datetime) -> str:
-    """Format ``moment`` as the UTC ``YYYYMMDDThhmmssZ`` written to sstProvisioningState."""
-    if moment.tzinfo is None:
-        raise ValueError("timestamp needs an aware datetime")
-    return moment.astimezone(UTC).strftime(TIMESTAMP_FORMAT)
+def is_recorded_invalid(request: Request) -> bool:
+    """True when an earlier run already reported this invalid request (return value 10)."""
+    return request.return_value == RETURN_INVALID_ENTRY
 
 
-def claim_changes(mode: str) -> Changes:
-    """The compare-and-swap modify that claims an entry in request ``mode``.
+def claim_changes(request: Request) -> Changes:
+    """The compare-and-swap modify that claims ``request`` (a requested verb, state 0).
 
-    Deleting the old values fails on the server (noSuchAttribute) when
-    another run, host or operator changed the entry since it was read, so
-    two runs can never both claim it.
+    Deleting the old values (as stored: ``ADD`` stays ``ADD``) fails on the
+    server (noSuchAttribute) when another run, host or operator changed the
+    entry since it was read, so two runs can never both claim it.
     """
+    assert request.verb is not None and request.mode is not None
     return {
-        MODE: [(DELETE, [mode]), (ADD, [IN_PROGRESS[mode]])],
+        MODE: [(DELETE, [request.mode]), (ADD, [request.verb.in_progress])],
         STATE: [(DELETE, ["0"]), (ADD, ["0"])],
     }
 
 
-def finish_changes(mode: str, date_attribute: str, moment: datetime) -> Changes:
-    """The modify that marks a claimed entry (request ``mode``) done at ``moment``.
+def finish_changes(verb: Verb, date_attribute: str, moment: datetime) -> Changes:
+    """The modify that marks a claimed entry (request ``verb``) done at ``moment``.
 
     Like the claim, it asserts the in-progress value so a run never
     overwrites an entry someone reset or changed under it.
     """
     return {
-        MODE: [(DELETE, [IN_PROGRESS[mode]]), (ADD, [DONE[mode]])],
+        MODE: [(DELETE, [verb.in_progress]), (ADD, [verb.done])],
         STATE: [(REPLACE, [timestamp(moment)])],
         date_attribute: [(REPLACE, ["0"])],
         RETURN_VALUE: [(REPLACE, ["0"])],
     }
 
 
-def failure_changes(mode: str, return_value: int) -> Changes:
+def failure_changes(verb: Verb, return_value: int) -> Changes:
     """The modify that records a failed entry: in-progress mode kept, state 0."""
     return {
-        MODE: [(DELETE, [IN_PROGRESS[mode]]), (ADD, [IN_PROGRESS[mode]])],
+        MODE: [(DELETE, [verb.in_progress]), (ADD, [verb.in_progress])],
         RETURN_VALUE: [(REPLACE, [str(return_value)])],
     }
 
 
-def reset_changes(request: Request, new_mode: str, *, now: bool = False) -> Changes:
+def invalid_changes(request: Request) -> Changes:
+    """The modify that records an invalid request (return value 10), changing nothing else.
+
+    Asserts state 0 and the mode as read (where there is one value), so an
+    entry the web shop corrected meanwhile is not marked.
+    """
+    changes: Changes = {
+        STATE: [(DELETE, ["0"]), (ADD, ["0"])],
+        RETURN_VALUE: [(REPLACE, [str(RETURN_INVALID_ENTRY)])],
+    }
+    if request.mode is not None:
+        changes[MODE] = [(DELETE, [request.mode]), (ADD, [request.mode])]
+    return changes
+
+
+def reset_changes(request: Request, new_mode: Verb, *, now: bool = False) -> Changes:
     """The modify that puts an entry back to request ``new_mode``, state 0.
 
     The return value is removed. The date is kept, so a scheduled request
@@ -137,9 +146,9 @@ def reset_changes(request: Request, new_mode: str, *, now: bool = False) -> Chan
     change is not overwritten.
     """
     changes: Changes = {
-        MODE: [(DELETE, [request.mode]), (ADD, [new_mode])]
+        MODE: [(DELETE, [request.mode]), (ADD, [new_mode.value])]
         if request.mode
-        else [(REPLACE, [new_mode])],
+        else [(REPLACE, [new_mode.value])],
         STATE: [(REPLACE, ["0"])],
         RETURN_VALUE: [(REPLACE, [])],
     }
@@ -152,6 +161,6 @@ def reset_changes(request: Request, new_mode: str, *, now: bool = False) -> Chan
 RESETTABLE = (Status.FAILED, Status.INTERRUPTED)
 
 
-def default_reset_mode(mode: str | None) -> str | None:
+def default_reset_mode(request: Request) -> Verb | None:
     """The request a reset restores by default: the verb of the current mode."""
-    return VERB_OF.get(mode or "")
+    return request.verb

@@ -10,15 +10,68 @@ import os
 import stat
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from click.testing import CliRunner
 
 from provbackup.__main__ import cli
+from provbackup.config import BackupConfig, Config, DeleteConfig, LdapConfig, RsnapshotConfig
+from provbackup.model import Account, Verb
+from provbackup.paths import account_paths
+from provbackup.plan import AccountPlan, build_plan
 from sandbox import Slapd
 
 REPOSITORY = Path(__file__).resolve().parent.parent
+RSNAPSHOT = "/usr/bin/rsnapshot"
+TEST_UID = "3723707"
+TEST_USER = 5001
+TEST_GROUP = 5002
+TEST_ROOT = Path("/var/backup")
+
+
+# -- accounts, configurations and plans without a directory (unit and work tests) --
+
+
+def make_account(uid: str = TEST_UID, *, root: Path = TEST_ROOT, **changes: object) -> Account:
+    """An account as the gate would admit it: uidNumber 5001, gidNumber 5002, stoney layout.
+
+    ``changes`` replace fields. The paths are under ``root``; :func:`plan_of`
+    re-derives them for the configuration it is given.
+    """
+    account = Account(
+        dn=f"uid={uid},ou=accounts,dc=example,dc=com",
+        uid=uid,
+        uid_number=TEST_USER,
+        gid_number=TEST_GROUP,
+        home_directory=None,
+        quota_bytes=None,
+        retain=(("daily", 7), ("weekly", 4), ("monthly", 3)),
+        active=True,
+        paths=account_paths(root, "stoney", uid),
+    )
+    return replace(account, **changes)
+
+
+def make_config(root: Path = TEST_ROOT, **sections: object) -> Config:
+    """A configuration with the backup root ``root``, the real rsnapshot (configtest on)
+    and no quarantine; ``sections`` replace whole sections."""
+    config = Config(
+        source=Path("test"),
+        ldap=LdapConfig(uris=("ldap://x",), base_dn="dc=x"),
+        backup=BackupConfig(root=root),
+        rsnapshot=RsnapshotConfig(command=RSNAPSHOT, configtest="yes"),
+        delete=DeleteConfig(quarantine_days=0),
+    )
+    return replace(config, **sections)
+
+
+def plan_of(account: Account, verb: str = "add", config: Config | None = None) -> AccountPlan:
+    """The plan of ``verb`` for ``account`` under ``config`` (paths re-derived from it)."""
+    config = config or make_config()
+    paths = account_paths(config.backup.root, config.backup.layout, account.uid)
+    retain = () if verb == "delete" else account.retain
+    return build_plan(replace(account, paths=paths, retain=retain), Verb(verb), config)
 
 
 @dataclass

@@ -116,13 +116,15 @@ def evaluate(
     status_file: Path | str = "the status file",
     ldap_error: str | None = None,
     ldap_error_critical: bool = False,
+    root_problem: str | None = None,
 ) -> CheckResult:
     """Turn the facts into a verdict.
 
     Takes the entry counts by status (None when the directory could not be
     read; ``ldap_error`` then says why, and ``ldap_error_critical`` marks an
     error that is a fault, not an outage, such as a base DN that does not
-    exist), the last run's status document (None
+    exist), why the backup root cannot be opened (``root_problem``), the
+    last run's status document (None
     when missing or unreadable), the aware current time, the configured
     ``[run] max_status_age`` in seconds, and the status file's path for the
     messages. Returns the :class:`CheckResult`:
@@ -133,8 +135,9 @@ def evaluate(
       counts already show, and which stays visible there until reset).
     - WARNING: entries are overdue or interrupted, or the last run was
       stopped by SIGTERM/SIGINT (exit 128 + the signal, ``stopped_by_signal``).
-    - CRITICAL also: the directory answered that the configured base DN does
-      not exist (nothing would ever be provisioned).
+    - CRITICAL also: the backup root cannot be opened; the directory
+      answered that the configured base DN does not exist (nothing would
+      ever be provisioned).
     - UNKNOWN: the directory could not be read and the status file shows no
       critical problem of its own (a critical one is still reported).
     - OK otherwise.
@@ -156,6 +159,8 @@ def evaluate(
                 found.append(f"{counts[name]} {name}")
 
     run_text = ""
+    if root_problem is not None:
+        run_problems.append(root_problem)
     if status is None:
         run_problems.append(f"no status file {status_file} (has process ever run?)")
         perfdata["status_age"] = "U"
@@ -218,6 +223,7 @@ def check(config: Config, *, clock: Clock | None = None) -> CheckResult:
     from provbackup.actions.common import utc_now
     from provbackup.actions.scan import scan
     from provbackup.status import read_status
+    from provbackup.work import root_problem
 
     clock = clock or utc_now
     counts: dict[Status, int] | None
@@ -239,6 +245,7 @@ def check(config: Config, *, clock: Clock | None = None) -> CheckResult:
         status_file=status_file,
         ldap_error=ldap_error,
         ldap_error_critical=ldap_error_critical,
+        root_problem=root_problem(config.backup.root),
     )
     from provbackup.actions.snapshot_check import gather
 

@@ -6,9 +6,10 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
 
 from provbackup.config import Config
-from provbackup.directory import Directory, account_filter, escape, is_below
+from provbackup.directory import LdapDirectory, escape, is_below
 from provbackup.entry import LdapEntry
 from provbackup.errors import NotFoundError, UsageError
+from provbackup.filters import account_filter
 
 Clock = Callable[[], datetime]
 
@@ -24,7 +25,7 @@ def local_today(clock: Clock) -> date:
 
 
 def search_named(
-    directory: Directory,
+    directory: LdapDirectory,
     config: Config,
     *,
     dn: str | None,
@@ -47,7 +48,7 @@ def search_named(
 
 
 def find_entries(
-    directory: Directory,
+    directory: LdapDirectory,
     config: Config,
     *,
     dn: str | None = None,

@@ -9,9 +9,10 @@ from provbackup import state
 from provbackup.actions.common import Clock, find_entries, local_today, utc_now
 from provbackup.config import Config
 from provbackup.directory import connect
-from provbackup.entry import Request, read_request
+from provbackup.entry import read_request
 from provbackup.errors import EntriesFailedError, LockHeldError, UsageError
 from provbackup.lock import holder_pid, lock_is_held
+from provbackup.model import Request, Verb
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,8 @@ def reset(
     without ``any_status``), NotFoundError (1), EntriesFailedError (1) when
     the entry changed concurrently.
     """
-    if mode is not None and mode not in state.REQUEST_MODES:
-        raise UsageError(f"--mode must be one of {', '.join(state.REQUEST_MODES)}")
+    if mode is not None and mode not in tuple(Verb):
+        raise UsageError(f"--mode must be one of {', '.join(Verb)}")
     if not force and lock_is_held(config.run.lock_file):
         pid = holder_pid(config.run.lock_file)
         holder = f" (PID {pid})" if pid else ""
@@ -77,7 +78,7 @@ def reset(
                 "--any-status to reset it anyway"
                 + ("" if mode else " (and --mode add|modify|delete to choose the request)")
             )
-        new_mode = mode or state.default_reset_mode(before.mode)
+        new_mode = Verb(mode) if mode is not None else state.default_reset_mode(before)
         if new_mode is None:
             raise UsageError(
                 f"{entry.dn}: sstProvisioningMode {before.mode!r} is not a known mode; "

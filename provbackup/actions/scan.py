@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from provbackup import state
 from provbackup.actions.common import Clock, local_today, utc_now
 from provbackup.config import Config
-from provbackup.directory import attention_filter, connect
-from provbackup.entry import Request, read_request
+from provbackup.directory import connect
+from provbackup.entry import read_request
+from provbackup.filters import attention_filter
 from provbackup.lock import lock_is_held
+from provbackup.model import Request
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,8 @@ from provbackup.errors import (
     UsageError,
 )
 from provbackup.lock import run_lock
-from provbackup.plan import AccountPaths, account_paths
-from provbackup.state import REPLACE
+from provbackup.model import Operation
+from provbackup.paths import AccountPaths, account_paths
 from provbackup.status import write_status
 from provbackup.work.rsnapshot import resolve_command
 from provbackup.work.safe import lstat_entry, open_root
@@ -60,7 +60,7 @@ from provbackup.work.snapshots import find_accounts, open_account
 from provbackup.work.usage import raise_open_files_limit
 
 if TYPE_CHECKING:
-    from provbackup.directory import Directory
+    from provbackup.directory import LdapDirectory
 
 log = logging.getLogger(__name__)
 
@@ -324,7 +324,7 @@ class _UsageWriter:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.directory: Directory | None = None
+        self.directory: LdapDirectory | None = None
         self.error: str | None = None
         self.written = 0
         self.refused = 0
@@ -372,11 +372,11 @@ class _UsageWriter:
         if self.directory is None or dn is None or result.usage is None:
             return
         changes = {
-            "sstBackupSize": [(REPLACE, [str(result.usage.backup)])],
-            "sstIncrementSize": [(REPLACE, [str(result.usage.snapshot)])],
+            "sstBackupSize": [(Operation.REPLACE, [str(result.usage.backup)])],
+            "sstIncrementSize": [(Operation.REPLACE, [str(result.usage.snapshot)])],
         }
         if result.hosts:
-            changes["sstBackupLastSuccessfulBackup"] = [(REPLACE, list(result.hosts))]
+            changes["sstBackupLastSuccessfulBackup"] = [(Operation.REPLACE, list(result.hosts))]
         try:
             answer = self.directory.modify(dn, changes)
         except LdapUnavailableError as error:

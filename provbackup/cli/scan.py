@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import click
 
 from provbackup.cli.options import Settings, json_option, pass_settings
+
+if TYPE_CHECKING:
+    from provbackup.actions.scan import ScanRow
 
 
 @click.command("scan")
@@ -24,7 +29,7 @@ def scan_command(settings: Settings, as_json: bool) -> int:
     config = settings.load()
     progress = Progress(sys.stderr, enabled=settings.verbosity >= 0)
 
-    def counted(rows):
+    def counted(rows: Iterator[ScanRow]) -> Iterator[ScanRow]:
         for row in rows:
             progress.step()
             yield row
@@ -37,4 +42,11 @@ def scan_command(settings: Settings, as_json: bool) -> int:
         table = scan_table(rows)
         progress.clear()
         click.echo(table)
+    from provbackup.errors import ConfigError
+    from provbackup.work import root_problem
+
+    # The entries are listed either way; an unusable root is still an error to act on.
+    problem = root_problem(config.backup.root)
+    if problem is not None:
+        raise ConfigError(f"{config.source}: [backup] root: {problem}; process would do nothing")
     return 0

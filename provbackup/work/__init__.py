@@ -14,7 +14,7 @@ Nothing here follows a symlink below the backup root: see
 
 from __future__ import annotations
 
-from provbackup.work.apply import WorkSession, apply_plan
+from provbackup.work.apply import WorkSession, apply_plan, root_problem
 from provbackup.work.hooks import hook_environment, run_hook
 from provbackup.work.inspect import inspect_account, inspect_entry
 from provbackup.work.purge import Purge, purge_quarantine
@@ -31,6 +31,7 @@ __all__ = [
     "inspect_account",
     "inspect_entry",
     "purge_quarantine",
+    "root_problem",
     "run_hook",
     "set_quota",
 ]

@@ -19,18 +19,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from provbackup.config import Config
-from provbackup.entry import TIMESTAMP_FORMAT
 from provbackup.errors import RETURN_FILESYSTEM, EntryError, WorkError
-from provbackup.plan import (
-    CONF_MODE,
+from provbackup.model import ROOT_ID, Verb, timestamp
+from provbackup.paths import (
     QUARANTINE_DIRECTORY,
-    QUARANTINE_MODE,
-    ROOT_ID,
     RSNAPSHOT_CONF,
     RSNAPSHOT_CONF_INACTIVE,
     RSNAPSHOT_LOCK,
-    AccountPlan,
 )
+from provbackup.plan import CONF_MODE, QUARANTINE_MODE, AccountPlan
 from provbackup.work.hooks import run_hook
 from provbackup.work.purge import Purge, purge_quarantine
 from provbackup.work.quota import set_quota
@@ -38,7 +35,7 @@ from provbackup.work.remove import Budget
 from provbackup.work.rsnapshot import ConfigTester
 from provbackup.work.safe import (
     OPEN_FILE_FLAGS,
-    Directory,
+    OpenDirectory,
     ensure_directory,
     file_matches,
     lstat_entry,
@@ -61,15 +58,15 @@ def apply_plan(
     plan: AccountPlan,
     config: Config,
     *,
+    now: datetime,
     tester: ConfigTester | None = None,
-    now: datetime | None = None,
     budget: Budget | None = None,
 ) -> list[str]:
-    """Do the work of ``plan``: ``pre_<action>`` hook, the work, ``post_<action>`` hook.
+    """Do the work of ``plan``: ``pre_<verb>`` hook, the work, ``post_<verb>`` hook.
 
     ``config`` gives ``[rsnapshot]`` and ``[hooks]`` (everything else is in
     the plan). ``tester`` is the run's :class:`ConfigTester` (a one-off is
-    made without it); ``now`` (UTC) names a quarantined account; ``budget``
+    made without it); ``now`` (the run's clock, aware) names a quarantined account; ``budget``
     bounds the time a removal takes (the run's, shared with the purge). Returns
     the steps done, for the log. Raises UnsafePathError for a symlink or a
     non-directory on the account's paths (left untouched), WorkError for a
@@ -77,10 +74,10 @@ def apply_plan(
     an unusable entry.
     """
     steps: list[str] = []
-    _note(steps, run_hook(f"pre_{plan.action}", plan, config.hooks))
+    _note(steps, run_hook(f"pre_{plan.verb}", plan, config.hooks))
     try:
-        if plan.action == "delete":
-            _delete(plan, now or datetime.now(UTC), steps, budget)
+        if plan.verb is Verb.DELETE:
+            _delete(plan, now, steps, budget)
         else:
             with contextlib.ExitStack() as stack:
                 if tester is None:
@@ -94,7 +91,7 @@ def apply_plan(
             f"{plan.paths.account}: {where}{error.strerror or error}",
             return_value=RETURN_FILESYSTEM,
         ) from error
-    _note(steps, run_hook(f"post_{plan.action}", plan, config.hooks))
+    _note(steps, run_hook(f"post_{plan.verb}", plan, config.hooks))
     for step in steps:
         logger.debug("%s: %s", plan.account.uid, step)
     return steps
@@ -111,7 +108,9 @@ def _provision(plan: AccountPlan, tester: ConfigTester, steps: list[str]) -> Non
         # Keyed by the paths' text, and each directory handed its known path: hashing
         # Path objects and making their parents was a measurable share of a burst's
         # CPU per entry (docs/performance.md). The plan lists parents before children.
-        opened: dict[str, Directory] = {str(paths.root): stack.enter_context(open_root(paths.root))}
+        opened: dict[str, OpenDirectory] = {
+            str(paths.root): stack.enter_context(open_root(paths.root))
+        }
         for spec in plan.directories:
             text = str(spec.path)
             opened[text] = stack.enter_context(
@@ -136,7 +135,7 @@ def _provision(plan: AccountPlan, tester: ConfigTester, steps: list[str]) -> Non
 
 
 def _write_conf(
-    plan: AccountPlan, account: Directory, tester: ConfigTester, steps: list[str]
+    plan: AccountPlan, account: OpenDirectory, tester: ConfigTester, steps: list[str]
 ) -> None:
     name = plan.conf_path.name
     content = plan.rsnapshot_conf.encode("utf-8")
@@ -151,7 +150,7 @@ def _write_conf(
     steps.append(f"wrote {plan.conf_path}")
 
 
-def _remove_stale_conf(plan: AccountPlan, account: Directory, steps: list[str]) -> None:
+def _remove_stale_conf(plan: AccountPlan, account: OpenDirectory, steps: list[str]) -> None:
     if remove_non_directory(account, plan.stale_conf_path.name):
         steps.append(f"removed {plan.stale_conf_path}")
 
@@ -197,7 +196,7 @@ def _delete(plan: AccountPlan, now: datetime, steps: list[str], budget: Budget |
         _remove_empty_layout(plan, chain, steps)
 
 
-def _refuse_while_rsnapshot_runs(account: Directory) -> None:
+def _refuse_while_rsnapshot_runs(account: OpenDirectory) -> None:
     """Raise WorkError when the account's lockfile names a live process."""
     try:
         fd = os.open(RSNAPSHOT_LOCK, OPEN_FILE_FLAGS, dir_fd=account.fd)
@@ -225,12 +224,12 @@ def _refuse_while_rsnapshot_runs(account: Directory) -> None:
 
 
 def _quarantine(
-    plan: AccountPlan, root: Directory, parent: Directory, now: datetime, steps: list[str]
+    plan: AccountPlan, root: OpenDirectory, parent: OpenDirectory, now: datetime, steps: list[str]
 ) -> None:
     with ensure_directory(
         root, QUARANTINE_DIRECTORY, ROOT_ID, ROOT_ID, QUARANTINE_MODE, steps
     ) as quarantine:
-        stamp = _utc(now).strftime(TIMESTAMP_FORMAT)
+        stamp = timestamp(_utc(now))
         name = f"{plan.account.uid}.{stamp}"
         counter = 0
         while lstat_entry(quarantine, name) is not None:
@@ -254,7 +253,7 @@ def _quarantine(
     steps.append(f"moved {plan.paths.account} to {quarantine.path / name} ({purged})")
 
 
-def _remove_empty_layout(plan: AccountPlan, chain: list[Directory], steps: list[str]) -> None:
+def _remove_empty_layout(plan: AccountPlan, chain: list[OpenDirectory], steps: list[str]) -> None:
     layout = plan.paths.layout_directories
     for index in range(len(chain) - 1, 0, -1):
         try:
@@ -265,6 +264,15 @@ def _remove_empty_layout(plan: AccountPlan, chain: list[Directory], steps: list[
             # Not empty (another account lives there) or not a directory: keep it.
             break
         steps.append(f"removed empty {layout[index - 1]}")
+
+
+def root_problem(root: Path) -> str | None:
+    """Say why the backup root cannot be opened (missing, not mounted?), or None when it can."""
+    try:
+        with open_root(root):
+            return None
+    except EntryError as error:
+        return str(error)
 
 
 def warn_unprotected_hardlinks() -> bool:
@@ -310,14 +318,9 @@ class WorkSession:
     def __exit__(self, *exception: object) -> None:
         self.close()
 
-    def apply(self, plan: AccountPlan) -> list[str]:
-        """Apply ``plan``; see :func:`apply_plan`."""
-        return apply_plan(plan, self.config, tester=self.tester, budget=self.budget)
-
-    def check_root(self) -> None:
-        """Open the backup root once; raises WorkError when it is missing (not mounted?)."""
-        with open_root(self.config.backup.root):
-            pass
+    def apply(self, plan: AccountPlan, now: datetime) -> list[str]:
+        """Apply ``plan`` at ``now`` (aware); see :func:`apply_plan`."""
+        return apply_plan(plan, self.config, now=now, tester=self.tester, budget=self.budget)
 
     def purge_quarantine(self, now: datetime) -> Purge:
         """Purge quarantined accounts older than ``[delete] quarantine_days``; see the function."""

@@ -17,7 +17,7 @@ import stat
 from datetime import datetime
 
 from provbackup.errors import UnsafePathError
-from provbackup.work.safe import OPEN_FILE_FLAGS, Directory, open_directory, replace_file
+from provbackup.work.safe import OPEN_FILE_FLAGS, OpenDirectory, open_directory, replace_file
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ MAX_BYTES = 64
 TIME_FORMAT = "%Y-%m-%d %H:%M"
 
 
-def fix_backup_time(snapshot: Directory, moment: datetime) -> list[str]:
+def fix_backup_time(snapshot: OpenDirectory, moment: datetime) -> list[str]:
     """Replace each ``<host>/.sepiola_backup/backupTime`` saying TODAY in the open snapshot.
 
     ``moment`` is the snapshot's time; it is written in the server's local
@@ -51,7 +51,7 @@ def fix_backup_time(snapshot: Directory, moment: datetime) -> list[str]:
     return steps
 
 
-def _replace_marker(metadata: Directory, text: bytes) -> bool:
+def _replace_marker(metadata: OpenDirectory, text: bytes) -> bool:
     try:
         fd = os.open("backupTime", OPEN_FILE_FLAGS, dir_fd=metadata.fd)
     except OSError:

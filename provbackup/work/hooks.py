@@ -15,7 +15,7 @@ def hook_environment(plan: AccountPlan) -> dict[str, str]:
     account = plan.account
     environment = dict(os.environ)
     environment.update(
-        PROVBACKUP_ACTION=plan.action,
+        PROVBACKUP_ACTION=plan.verb.value,
         PROVBACKUP_UID=account.uid,
         PROVBACKUP_DN=account.dn,
         PROVBACKUP_UIDNUMBER=str(account.uid_number),

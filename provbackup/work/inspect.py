@@ -11,9 +11,15 @@ from pathlib import Path
 
 from provbackup.config import Config
 from provbackup.entry import LdapEntry
-from provbackup.errors import EntryError, InvalidEntryError, WorkError
-from provbackup.plan import AccountPaths, account_paths
-from provbackup.work.safe import Directory, describe_kind, lstat_entry, open_directory, open_root
+from provbackup.errors import EntryError, WorkError
+from provbackup.paths import AccountPaths, account_paths
+from provbackup.work.safe import (
+    OpenDirectory,
+    describe_kind,
+    lstat_entry,
+    open_directory,
+    open_root,
+)
 
 NEWEST_SNAPSHOT = re.compile(r"(hourly|daily|weekly|monthly|yearly)\.0")
 
@@ -25,8 +31,6 @@ def inspect_entry(entry: LdapEntry, config: Config) -> dict:
     missing or unusable in the configured layout.
     """
     uid = entry.single("uid")
-    if uid is None:
-        raise InvalidEntryError("uid", None, "is missing")
     return inspect_account(account_paths(config.backup.root, config.backup.layout, uid))
 
 
@@ -104,7 +108,7 @@ def _probe(root: Path, path: Path) -> dict:
 
 def _newest_snapshot(paths: AccountPaths) -> dict | None:
     with contextlib.ExitStack() as stack:
-        directory: Directory = stack.enter_context(open_root(paths.root))
+        directory: OpenDirectory = stack.enter_context(open_root(paths.root))
         try:
             for name in paths.snapshots.relative_to(paths.root).parts:
                 directory = stack.enter_context(open_directory(directory, name))

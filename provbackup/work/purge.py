@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from provbackup.entry import TIMESTAMP_FORMAT
-from provbackup.plan import QUARANTINE_DIRECTORY
+from provbackup.model import parse_timestamp
+from provbackup.paths import QUARANTINE_DIRECTORY
 from provbackup.work.remove import Budget
 from provbackup.work.safe import open_directory, open_root, remove_tree
 
@@ -61,8 +61,11 @@ def purge_quarantine(root: Path, days: int, now: datetime, budget: Budget | None
                 if match is None:
                     logger.warning("%s: not a quarantined account; left alone", path)
                     continue
-                stamp = datetime.strptime(match["stamp"], TIMESTAMP_FORMAT).replace(tzinfo=UTC)
-                if _utc(now) - stamp < limit:
+                parsed = parse_timestamp(match["stamp"])
+                if parsed is None:  # 20261399T..., say: not a time, so not ours to purge
+                    logger.warning("%s: not a valid time in the name; left alone", path)
+                    continue
+                if _utc(now) - parsed.replace(tzinfo=UTC) < limit:
                     continue
                 if budget.spent() and (result.removed or result.failed or result.unfinished):
                     # Every run makes progress on one tree at least, however spent.

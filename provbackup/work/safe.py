@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 
 from provbackup.errors import RETURN_FILESYSTEM, UnsafePathError, WorkError
-from provbackup.plan import owner_text
+from provbackup.model import owner_text
 from provbackup.work import remove
 from provbackup.work.remove import Budget
 
@@ -34,7 +34,7 @@ TEMPORARY_PREFIX = ".provbackup-tmp."
 COPY_CHUNK = 1 << 20
 
 
-class Directory:
+class OpenDirectory:
     """An open directory descriptor and the path it was reached by (for messages)."""
 
     def __init__(self, fd: int, path: Path) -> None:
@@ -47,7 +47,7 @@ class Directory:
             os.close(self.fd)
             self.fd = -1
 
-    def __enter__(self) -> Directory:
+    def __enter__(self) -> OpenDirectory:
         return self
 
     def __exit__(
@@ -80,13 +80,13 @@ def naming(error: OSError, path: Path) -> OSError:
     return OSError(error.errno, error.strerror, str(path))
 
 
-def check_name(parent: Directory, name: str) -> None:
+def check_name(parent: OpenDirectory, name: str) -> None:
     """Raise UnsafePathError unless ``name`` is one plain path component."""
     if not name or name in (".", "..") or "/" in name or "\0" in name:
         raise UnsafePathError(f"{parent.path}: refusing the path component {name!r}")
 
 
-def open_root(root: Path) -> Directory:
+def open_root(root: Path) -> OpenDirectory:
     """Open the backup root itself.
 
     Symlinks in the configured root path are the operator's choice and are
@@ -100,10 +100,10 @@ def open_root(root: Path) -> Directory:
         raise WorkError(f"backup root {root} does not exist (not mounted?)") from None
     except OSError as error:
         raise WorkError(f"backup root {root}: {error.strerror}") from None
-    return Directory(fd, root)
+    return OpenDirectory(fd, root)
 
 
-def lstat_entry(parent: Directory, name: str) -> os.stat_result | None:
+def lstat_entry(parent: OpenDirectory, name: str) -> os.stat_result | None:
     """Return the lstat of ``name`` in ``parent`` (None when it does not exist)."""
     check_name(parent, name)
     try:
@@ -112,7 +112,7 @@ def lstat_entry(parent: Directory, name: str) -> os.stat_result | None:
         return None
 
 
-def open_directory(parent: Directory, name: str, *, path: Path | None = None) -> Directory:
+def open_directory(parent: OpenDirectory, name: str, *, path: Path | None = None) -> OpenDirectory:
     """Open the existing directory ``name`` in ``parent`` without following a symlink.
 
     ``path`` is ``parent.path / name`` when the caller has it already: it
@@ -133,11 +133,11 @@ def open_directory(parent: Directory, name: str, *, path: Path | None = None) ->
         raise UnsafePathError(
             f"{path}: is a {kind}, expected a directory; not following or replacing it"
         ) from None
-    return Directory(fd, path)
+    return OpenDirectory(fd, path)
 
 
 def ensure_directory(
-    parent: Directory,
+    parent: OpenDirectory,
     name: str,
     uid: int,
     gid: int,
@@ -145,7 +145,7 @@ def ensure_directory(
     steps: list[str],
     *,
     path: Path | None = None,
-) -> Directory:
+) -> OpenDirectory:
     """Create ``name`` in ``parent`` if missing and give it ``uid``:``gid`` and ``mode``.
 
     Appends what changed to ``steps``; ``path`` is as for :func:`open_directory`.
@@ -197,7 +197,7 @@ def set_owner_and_mode(fd: int, uid: int, gid: int, mode: int) -> list[str]:
 
 
 def file_matches(
-    parent: Directory, name: str, content: bytes, uid: int, gid: int, mode: int
+    parent: OpenDirectory, name: str, content: bytes, uid: int, gid: int, mode: int
 ) -> bool:
     """Return True if ``name`` is a regular file with exactly this content, owner and mode."""
     check_name(parent, name)
@@ -221,7 +221,7 @@ def file_matches(
 
 
 def replace_file(
-    parent: Directory,
+    parent: OpenDirectory,
     name: str,
     source: bytes | int,
     *,
@@ -276,7 +276,7 @@ def replace_file(
 
 
 def replace_special(
-    parent: Directory,
+    parent: OpenDirectory,
     name: str,
     status: os.stat_result,
     link_target: str | None,
@@ -304,7 +304,7 @@ def replace_special(
         raise
 
 
-def remove_non_directory(parent: Directory, name: str) -> bool:
+def remove_non_directory(parent: OpenDirectory, name: str) -> bool:
     """Remove the file or symlink ``name`` (never what a symlink points to).
 
     Returns True if something was removed. Raises UnsafePathError when a
@@ -322,7 +322,7 @@ def remove_non_directory(parent: Directory, name: str) -> bool:
     return True
 
 
-def remove_stale_temporaries(parent: Directory, steps: list[str]) -> None:
+def remove_stale_temporaries(parent: OpenDirectory, steps: list[str]) -> None:
     """Remove temporary files a crashed earlier run left in ``parent``."""
     for name in os.listdir(parent.fd):
         if name.startswith(TEMPORARY_PREFIX):
@@ -332,7 +332,7 @@ def remove_stale_temporaries(parent: Directory, steps: list[str]) -> None:
                 steps.append(f"removed stale temporary file {parent.path / name}")
 
 
-def remove_tree(parent: Directory, name: str, budget: Budget | None = None) -> bool:
+def remove_tree(parent: OpenDirectory, name: str, budget: Budget | None = None) -> bool:
     """Remove the directory ``name`` and everything below it, never following a symlink.
 
     See :func:`provbackup.work.remove.remove_tree`: iterative, descriptor
@@ -344,7 +344,7 @@ def remove_tree(parent: Directory, name: str, budget: Budget | None = None) -> b
     return remove.remove_tree(parent.fd, parent.path, name, budget)
 
 
-def _rename_over(parent: Directory, source: str, target: str) -> None:
+def _rename_over(parent: OpenDirectory, source: str, target: str) -> None:
     try:
         os.rename(source, target, src_dir_fd=parent.fd, dst_dir_fd=parent.fd)
     except IsADirectoryError:
@@ -356,7 +356,7 @@ def _rename_over(parent: Directory, source: str, target: str) -> None:
     os.fsync(parent.fd)
 
 
-def _unlink_quietly(parent: Directory, name: str) -> None:
+def _unlink_quietly(parent: OpenDirectory, name: str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(name, dir_fd=parent.fd)
 

@@ -18,10 +18,10 @@ from datetime import UTC, datetime
 from provbackup.accountlock import AccountBusyError, account_lock
 from provbackup.config import Config
 from provbackup.errors import RETURN_RSNAPSHOT, EntryError, ProvbackupError
-from provbackup.plan import AccountPaths
+from provbackup.paths import AccountPaths
 from provbackup.work.backuptime import fix_backup_time
 from provbackup.work.commands import run_command, tail
-from provbackup.work.safe import Directory, open_directory
+from provbackup.work.safe import OpenDirectory, open_directory
 from provbackup.work.snapshots import migrate_layout, open_account, prune, read_conf
 from provbackup.work.usage import (
     Usage,
@@ -159,7 +159,7 @@ def _snapshot(
         result.message = "; ".join(steps)
 
 
-def _fix_newest(snapshots: Directory, name: str, moment: datetime) -> list[str]:
+def _fix_newest(snapshots: OpenDirectory, name: str, moment: datetime) -> list[str]:
     try:
         with open_directory(snapshots, name) as snapshot:
             return fix_backup_time(snapshot, moment)
@@ -167,7 +167,7 @@ def _fix_newest(snapshots: Directory, name: str, moment: datetime) -> list[str]:
         return []
 
 
-def newest_snapshot(snapshots: Directory) -> str | None:
+def newest_snapshot(snapshots: OpenDirectory) -> str | None:
     """The UTC time (ISO, ``Z``) of the newest ``<interval>.0`` below the open .snapshots.
 
     rsnapshot sets each ``<interval>.0``'s modification time to when it was

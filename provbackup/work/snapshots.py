@@ -29,12 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provbackup.config import INTERVALS
-from provbackup.entry import SAFE_UID
 from provbackup.errors import RETURN_RSNAPSHOT, InvalidEntryError, UnsafePathError, WorkError
-from provbackup.plan import CONF_MODE, ROOT_ID, RSNAPSHOT_CONF, AccountPaths, account_paths
+from provbackup.model import ROOT_ID
+from provbackup.paths import RSNAPSHOT_CONF, SAFE_UID, AccountPaths, account_paths
+from provbackup.plan import CONF_MODE
 from provbackup.work.safe import (
     OPEN_FILE_FLAGS,
-    Directory,
+    OpenDirectory,
     lstat_entry,
     open_directory,
     open_root,
@@ -99,7 +100,7 @@ def find_accounts(root: Path, layout: str) -> Iterator[AccountPaths]:
                                 yield from _accounts_in(third, root, layout)
 
 
-def _subdirectories(parent: Directory, pattern: re.Pattern[str]) -> Iterator[Directory]:
+def _subdirectories(parent: OpenDirectory, pattern: re.Pattern[str]) -> Iterator[OpenDirectory]:
     with os.scandir(parent.fd) as entries:
         names = sorted(
             entry.name
@@ -113,7 +114,7 @@ def _subdirectories(parent: Directory, pattern: re.Pattern[str]) -> Iterator[Dir
             continue  # vanished or replaced since the listing
 
 
-def _accounts_in(parent: Directory, root: Path, layout: str) -> Iterator[AccountPaths]:
+def _accounts_in(parent: OpenDirectory, root: Path, layout: str) -> Iterator[AccountPaths]:
     with os.scandir(parent.fd) as entries:
         names = sorted(
             entry.name
@@ -144,7 +145,7 @@ def account_by_uid(root: Path, layout: str, uid: str) -> AccountPaths:
 
 
 @contextlib.contextmanager
-def open_account(paths: AccountPaths) -> Iterator[tuple[Directory, Directory]]:
+def open_account(paths: AccountPaths) -> Iterator[tuple[OpenDirectory, OpenDirectory]]:
     """Open the account directory and its home from the root, never following a symlink.
 
     Yields ``(account, home)``. Raises FileNotFoundError when the account is
@@ -163,7 +164,9 @@ def open_account(paths: AccountPaths) -> Iterator[tuple[Directory, Directory]]:
         yield account, directory
 
 
-def read_conf(account: Directory, paths: AccountPaths, name: str = RSNAPSHOT_CONF) -> AccountConf:
+def read_conf(
+    account: OpenDirectory, paths: AccountPaths, name: str = RSNAPSHOT_CONF
+) -> AccountConf:
     """Read the account's rsnapshot.conf (a regular file, at most 64 KiB, not followed).
 
     Checks that its snapshot_root and backup source are this account's own
@@ -214,7 +217,7 @@ def read_conf(account: Directory, paths: AccountPaths, name: str = RSNAPSHOT_CON
     return AccountConf(retain=tuple(retain), destination=destination, text=text)
 
 
-def snapshot_names(snapshots: Directory) -> list[tuple[str, int, str]]:
+def snapshot_names(snapshots: OpenDirectory) -> list[tuple[str, int, str]]:
     """Return ``(interval, number, name)`` of every snapshot directory, not following links."""
     found = []
     with os.scandir(snapshots.fd) as entries:
@@ -226,7 +229,7 @@ def snapshot_names(snapshots: Directory) -> list[tuple[str, int, str]]:
 
 
 def migrate_layout(
-    account: Directory, home: Directory, conf: AccountConf, paths: AccountPaths
+    account: OpenDirectory, home: OpenDirectory, conf: AccountConf, paths: AccountPaths
 ) -> tuple[AccountConf, list[str]]:
     """Bring an account from the first release's layout to ``./``; idempotent.
 
@@ -273,7 +276,7 @@ def migrate_layout(
     return AccountConf(retain=conf.retain, destination=NEW_DESTINATION, text=text), steps
 
 
-def _finish_migrations(snapshots: Directory, steps: list[str]) -> None:
+def _finish_migrations(snapshots: OpenDirectory, steps: list[str]) -> None:
     for name in os.listdir(snapshots.fd):
         if name.startswith(MIGRATING_PREFIX):
             target = name[len(MIGRATING_PREFIX) :]
@@ -282,13 +285,13 @@ def _finish_migrations(snapshots: Directory, steps: list[str]) -> None:
                 steps.append(f"finished moving {snapshots.path / target} up one level")
 
 
-def _finish_one(snapshots: Directory, temporary: str, name: str) -> None:
+def _finish_one(snapshots: OpenDirectory, temporary: str, name: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.rmdir(name, dir_fd=snapshots.fd)  # the emptied snapshot; fails if not empty
     os.rename(temporary, name, src_dir_fd=snapshots.fd, dst_dir_fd=snapshots.fd)
 
 
-def prune(home: Directory, conf: AccountConf) -> list[str]:
+def prune(home: OpenDirectory, conf: AccountConf) -> list[str]:
     """Remove the snapshots ``conf`` no longer keeps: ``<interval>.N`` with N >= its count.
 
     A dropped interval keeps none. Each is first renamed to a temporary

@@ -21,7 +21,7 @@ from pathlib import Path
 from provbackup.errors import RETURN_FILESYSTEM, WorkError
 from provbackup.work.safe import (
     OPEN_FILE_FLAGS,
-    Directory,
+    OpenDirectory,
     ensure_directory,
     lstat_entry,
     open_directory,
@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 SKIPPED_AT_TOP = frozenset({"home"})
 
 
-def copy_jail_template(template: Path, jail: Directory, steps: list[str]) -> int:
+def copy_jail_template(template: Path, jail: OpenDirectory, steps: list[str]) -> int:
     """Bring the jail ``jail`` (open A/chroot) up to date with ``template``.
 
     Appends one summary line to ``steps``; returns how many entries were
@@ -51,7 +51,7 @@ def copy_jail_template(template: Path, jail: Directory, steps: list[str]) -> int
             f"[backup] jail_template {template}: {error.strerror}", return_value=RETURN_FILESYSTEM
         ) from None
     changes: list[str] = []
-    with Directory(fd, template) as source:
+    with OpenDirectory(fd, template) as source:
         _copy_directory(source, jail, changes, top=True)
     if changes:
         steps.append(f"jail template {template}: {len(changes)} entries created or replaced")
@@ -60,7 +60,9 @@ def copy_jail_template(template: Path, jail: Directory, steps: list[str]) -> int
     return len(changes)
 
 
-def _copy_directory(source: Directory, target: Directory, changes: list[str], *, top: bool) -> None:
+def _copy_directory(
+    source: OpenDirectory, target: OpenDirectory, changes: list[str], *, top: bool
+) -> None:
     remove_stale_temporaries(target, changes)
     for name in sorted(os.listdir(source.fd)):
         if top and name in SKIPPED_AT_TOP:
@@ -121,7 +123,7 @@ def _same_file(existing: os.stat_result | None, status: os.stat_result) -> bool:
 
 
 def _same_link(
-    target: Directory,
+    target: OpenDirectory,
     name: str,
     existing: os.stat_result | None,
     status: os.stat_result,
@@ -142,7 +144,9 @@ def _same_special(existing: os.stat_result | None, status: os.stat_result) -> bo
     )
 
 
-def _copy_file(source: Directory, target: Directory, name: str, status: os.stat_result) -> None:
+def _copy_file(
+    source: OpenDirectory, target: OpenDirectory, name: str, status: os.stat_result
+) -> None:
     fd = os.open(name, OPEN_FILE_FLAGS, dir_fd=source.fd)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):

@@ -27,12 +27,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from xml.etree import ElementTree
 
-from provbackup.entry import TIMESTAMP_FORMAT
-from provbackup.plan import ROOT_ID
+from provbackup.model import ROOT_ID, TIMESTAMP_FORMAT
 from provbackup.work.safe import (
     OPEN_DIRECTORY_FLAGS,
     OPEN_FILE_FLAGS,
-    Directory,
+    OpenDirectory,
     ensure_directory,
     open_directory,
     replace_file,
@@ -59,7 +58,7 @@ class Usage:
     snapshot: int
 
 
-def allocated_bytes(top: Directory, seen: set[tuple[int, int]]) -> int:
+def allocated_bytes(top: OpenDirectory, seen: set[tuple[int, int]]) -> int:
     """Return the bytes allocated below (and for) the open directory ``top``.
 
     Counts every inode not yet in ``seen`` (and adds it there), so a hard
@@ -126,7 +125,7 @@ def raise_open_files_limit() -> int:
     return soft
 
 
-def measure(home: Directory) -> Usage:
+def measure(home: OpenDirectory) -> Usage:
     """Measure the account's ``incoming/`` and ``.snapshots/`` below its open home."""
     seen: set[tuple[int, int]] = set()
     with open_directory(home, "incoming") as incoming:
@@ -136,7 +135,7 @@ def measure(home: Directory) -> Usage:
     return Usage(backup=backup, snapshot=snapshot)
 
 
-def last_successful_backups(home: Directory) -> list[str]:
+def last_successful_backups(home: OpenDirectory) -> list[str]:
     """Return ``<host>:YYYYMMDDThhmmssZ`` for every client host whose last backup succeeded.
 
     Reads ``incoming/<host>/.sepiola_backup/backupEnded.xml`` of each host
@@ -163,7 +162,7 @@ def last_successful_backups(home: Directory) -> list[str]:
     return values
 
 
-def _backup_ended(incoming: Directory, host: str) -> datetime | None:
+def _backup_ended(incoming: OpenDirectory, host: str) -> datetime | None:
     with (
         open_directory(incoming, host) as client,
         open_directory(client, ".sepiola_backup") as metadata,
@@ -196,7 +195,7 @@ def parse_backup_ended(data: bytes) -> datetime | None:
     return moment.astimezone(UTC)
 
 
-def _read_small_file(parent: Directory, name: str) -> bytes:
+def _read_small_file(parent: OpenDirectory, name: str) -> bytes:
     fd = os.open(name, OPEN_FILE_FLAGS, dir_fd=parent.fd)
     try:
         status = os.fstat(fd)
@@ -215,7 +214,7 @@ def usage_line(quota_bytes: int, usage: Usage | None) -> str:
     return f"{max(0, quota_bytes)} {backup} {snapshot}\n"
 
 
-def read_usage_file(account: Directory) -> tuple[int, int, int] | None:
+def read_usage_file(account: OpenDirectory) -> tuple[int, int, int] | None:
     """Return the three figures of ``A/chroot/etc/provbackup/usage``, None when unreadable."""
     try:
         with (
@@ -233,7 +232,9 @@ def read_usage_file(account: Directory) -> tuple[int, int, int] | None:
     return quota, backup, snapshot
 
 
-def write_usage_file(account: Directory, gid: int, quota_bytes: int, usage: Usage | None) -> None:
+def write_usage_file(
+    account: OpenDirectory, gid: int, quota_bytes: int, usage: Usage | None
+) -> None:
     """Replace ``A/chroot/etc/provbackup/usage`` atomically (root:gid 0640, no link followed).
 
     Creates ``chroot/etc/provbackup`` (root:root 0755) where missing. Raises

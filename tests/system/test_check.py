@@ -186,6 +186,8 @@ def write_config(tmp_path: Path, port: int) -> Path:
         "attempts = 1\n"
         "retry_delay = 0\n"
         "timeout = 2\n"
+        "[backup]\n"
+        f"root = {tmp_path}\n"
         "[run]\n"
         f"lock_file = {tmp_path / 'run' / 'provbackup.lock'}\n"
         f"status_file = {tmp_path / 'status.json'}\n"
@@ -224,7 +226,7 @@ def test_command_with_an_invalid_configuration_is_unknown(tmp_path):
 
 
 def test_command_with_ldap_down_and_a_fresh_status_is_unknown(tmp_path):
-    from provbackup.actions.process import RunReport
+    from provbackup.actions.report import RunReport
     from provbackup.status import write_status
 
     config = write_config(tmp_path, closed_port())

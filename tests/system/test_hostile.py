@@ -139,6 +139,17 @@ def corpus(root: Path, decoy: Path) -> list[Hostile]:
         Hostile("gidnumber-text", {"gidNumber": ["x1"]}, "gidNumber", "'x1'"),
         Hostile("quota-negative", {"sstQuota": ["-1"]}, "sstQuota", "'-1'"),
         Hostile("quota-text", {"sstQuota": ["lots"]}, "sstQuota", "'lots'"),
+        # 0 means "unlimited" to setquota; 5,000 digits are refused by their length.
+        Hostile("quota-zero", {"sstQuota": ["0"]}, "sstQuota", "'0'"),
+        Hostile(
+            "quota-5000-digits",
+            {"sstQuota": ["9" * 5000]},
+            "sstQuota",
+            repr("9" * 20 + "... (5000 characters)"),
+        ),
+        # IDs of the system's own accounts: nobody/nogroup.
+        Hostile("uidnumber-nobody", {"uidNumber": ["65534"]}, "uidNumber", "'65534'"),
+        Hostile("gidnumber-nogroup", {"gidNumber": ["65534"]}, "gidNumber", "'65534'"),
         Hostile("quota-huge", {"sstQuota": ["1" + "0" * 30]}, "sstQuota", repr("1" + "0" * 30)),
         Hostile(
             "daily-negative", {"sstBackupIntervalDaily": ["-1"]}, "sstBackupIntervalDaily", "'-1'"
@@ -207,11 +218,12 @@ def corpus(root: Path, decoy: Path) -> list[Hostile]:
             "'frobnicate'",
             claimed=False,
         ),
+        # ADD is add (caseIgnoreMatch); remove is no mode at all.
         Hostile(
-            "mode-upper",
-            {"sstProvisioningMode": ["ADD"]},
+            "mode-remove",
+            {"sstProvisioningMode": ["remove"]},
             "sstProvisioningMode",
-            "'ADD'",
+            "'remove'",
             claimed=False,
         ),
         Hostile(
@@ -345,7 +357,6 @@ def test_a_corpus_of_bad_entries_fails_entry_by_entry_and_touches_nothing_outsid
     outside_before = outside_fingerprint(tmp_path)
 
     result = run(setup, "process")
-
     assert result.code == 1
     assert f"{len(GOOD)} done, {len(items)} failed, 0 skipped" in result.out
     status = json.loads(setup.status_file.read_text())
@@ -383,13 +394,21 @@ def test_a_corpus_of_bad_entries_fails_entry_by_entry_and_touches_nothing_outsid
     assert {path: inside_after[path] for path in inside_before} == inside_before
     assert outside_fingerprint(tmp_path) == outside_before
 
-    # Failed entries are not retried by the next run; the unclaimable ones are only
-    # reported again, and nothing is done for any of them.
+    # Failed entries are not retried by the next run. An unclaimable one is reported
+    # once and recorded (return value 10); only those the server refuses even that
+    # (they break its schema) are reported again. Nothing is done for any of them.
     again = run(setup, "process")
     unclaimed = {dn for (dn, _), item in zip(bad, items, strict=True) if not item.claimed}
+    recorded = {dn for dn in unclaimed if "recorded as return value 10" in line_of(result.out, dn)}
+    unrecordable = unclaimed - recorded
+    assert {"h-mode-remove", "h-mode-frobnicate", "h-date-month-13"} <= {
+        dn.split(",")[0].removeprefix("cn=") for dn in recorded
+    }
+    for dn in recorded:
+        assert read_entry(ldap_server, dn)["sstprovisioningreturnvalue"] == ["10"], dn
     reported = {dn for dn in by_dn if dn in again.out}
-    assert reported == unclaimed
-    assert f"0 done, {len(unclaimed)} failed" in again.out
+    assert reported == unrecordable
+    assert f"0 done, {len(unrecordable)} failed" in again.out
     assert fingerprint(root) == inside_after
 
 

@@ -23,8 +23,9 @@ from typing import Any
 
 import pytest
 
-from provbackup.actions.process import DONE, FAILED, EntryOutcome, RunReport
+from provbackup.actions.report import EntryOutcome, RunReport
 from provbackup.config import MailConfig
+from provbackup.model import Outcome, Verb
 from provbackup.notify import send_failure_mail
 
 HOSTNAME = "backup1.example.org"
@@ -133,15 +134,15 @@ def report(*outcomes: EntryOutcome, dry_run: bool = False) -> RunReport:
 
 
 FAIL_ADD = EntryOutcome(
-    "uid=3723707,ou=accounts,dc=example,dc=org", "3723707", "add", FAILED,
+    "uid=3723707,ou=accounts,dc=example,dc=org", "3723707", Verb.ADD, Outcome.FAILED,
     "uidNumber: '12': below [backup] min_uid 1000", 10,
 )  # fmt: skip
 FAIL_DELETE = EntryOutcome(
-    "uid=4000001,ou=accounts,dc=example,dc=org", "4000001", "delete", FAILED,
+    "uid=4000001,ou=accounts,dc=example,dc=org", "4000001", Verb.DELETE, Outcome.FAILED,
     "quota command exited 1: setquota: not found", 40,
 )  # fmt: skip
 OK_MODIFY = EntryOutcome(
-    "uid=4000002,ou=accounts,dc=example,dc=org", "4000002", "modify", DONE, "tree ok"
+    "uid=4000002,ou=accounts,dc=example,dc=org", "4000002", Verb.MODIFY, Outcome.DONE, "tree ok"
 )
 
 
@@ -183,7 +184,7 @@ def test_one_mail_lists_every_failure(start_server, caplog):
     for outcome in (FAIL_ADD, FAIL_DELETE):
         assert outcome.uid in body
         assert outcome.dn in body
-        assert f"action:       {outcome.action}" in body
+        assert f"action:       {outcome.verb}" in body
         assert outcome.message in body
         assert f"return value: {outcome.return_value}" in body
     assert OK_MODIFY.dn not in body, "only failed entries are listed"

@@ -282,16 +282,41 @@ def test_bad_entries_fail_alone_and_good_ones_succeed(tmp_path, ldap_server):
     assert len(re.findall(r"adding\s+0\s+failed", scan.out)) == 3
 
 
-def test_invalid_provisioning_attributes_are_reported_and_left_alone(tmp_path, ldap_server):
+def test_invalid_mode_is_reported_once_recorded_and_still_shown(tmp_path, ldap_server):
     setup = write_config(tmp_path, ldap_server)
     dn = add(ldap_server, "4000017", mode="frobnicate")
-    upper = add(ldap_server, "4000018", mode="ADD")
     result = run(setup, "process")
     assert result.code == 1
     assert "sstProvisioningMode: 'frobnicate': unknown mode" in result.out
-    assert "sstProvisioningMode: 'ADD': unknown mode" in result.out
-    assert read_entry(ldap_server, dn)["sstprovisioningmode"] == ["frobnicate"]
-    assert read_entry(ldap_server, upper)["sstprovisioningmode"] == ["ADD"]
+    entry = read_entry(ldap_server, dn)
+    assert entry["sstprovisioningmode"] == ["frobnicate"]
+    assert entry["sstprovisioningstate"] == ["0"]
+    assert entry["sstprovisioningreturnvalue"] == ["10"]
+    # The next runs do not fail (or mail) again for the same entry...
+    again = run(setup, "process")
+    assert (again.code, again.out) == (0, "")
+    # ...while scan and check keep showing it until it changes.
+    scan = run(setup, "scan")
+    assert re.search(r"4000017\s+frobnicate\s+0\s+invalid: sstProvisioningMode", scan.out)
+    check = run(setup, "check")
+    assert check.code == 2 and "1 invalid" in check.out
+    # Corrected by the web shop, it is done like any request.
+    modify_entry(ldap_server, dn, {"sstProvisioningMode": ["add"]})
+    fixed = run(setup, "process")
+    assert fixed.code == 0, fixed.out
+    assert read_entry(ldap_server, dn)["sstprovisioningmode"] == ["added"]
+    assert read_entry(ldap_server, dn)["sstprovisioningreturnvalue"] == ["0"]
+
+
+def test_mode_in_capitals_is_the_same_request(tmp_path, ldap_server):
+    """sstProvisioningMode's equality rule is caseIgnoreMatch: ADD is add."""
+    setup = write_config(tmp_path, ldap_server)
+    upper = add(ldap_server, "4000018", mode="ADD")
+    result = run(setup, "process")
+    assert result.code == 0, result.out
+    assert re.search(r"^done\s+add\s+4000018", result.out, re.M)
+    assert read_entry(ldap_server, upper)["sstprovisioningmode"] == ["added"]
+    assert account_dir(setup.root, "4000018").is_dir()
 
 
 def test_second_run_is_a_no_op_and_reset_reproduces_the_same_tree(tmp_path, ldap_server):

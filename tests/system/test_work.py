@@ -19,19 +19,26 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from support import (
+    RSNAPSHOT,
+    TEST_GROUP,
+    TEST_UID,
+    TEST_USER,
+    make_config,
+    plan_of,
+)
+from support import make_account as make_account
 
-from provbackup import plan as planning
 from provbackup import work
 from provbackup.config import (
     BackupConfig,
     Config,
     DeleteConfig,
     HooksConfig,
-    LdapConfig,
     QuotaConfig,
     RsnapshotConfig,
 )
-from provbackup.entry import Account, LdapEntry
+from provbackup.entry import LdapEntry
 from provbackup.errors import (
     RETURN_HOOK,
     RETURN_QUOTA,
@@ -40,11 +47,12 @@ from provbackup.errors import (
     UnsafePathError,
     WorkError,
 )
+from provbackup.model import Account
+from provbackup.paths import account_paths
 
-RSNAPSHOT = "/usr/bin/rsnapshot"
-USER = 5001
-GROUP = 5001
-UID = "3723707"
+USER = TEST_USER
+GROUP = TEST_GROUP
+UID = TEST_UID
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 pytestmark = [
@@ -56,33 +64,9 @@ pytestmark = [
 # --------------------------------------------------------------------------- helpers
 
 
-def make_account(uid: str = UID, **changes: object) -> Account:
-    account = Account(
-        dn=f"uid={uid},ou=accounts,dc=example,dc=com",
-        uid=uid,
-        uid_number=USER,
-        gid_number=GROUP,
-        home_directory=None,
-        quota_bytes=None,
-        retain=(("daily", 7), ("weekly", 4), ("monthly", 3)),
-        active=True,
-    )
-    return replace(account, **changes)
-
-
-def make_config(root: Path, **sections: object) -> Config:
-    config = Config(
-        source=Path("test"),
-        ldap=LdapConfig(uris=("ldap://x",), base_dn="dc=x"),
-        backup=BackupConfig(root=root),
-        rsnapshot=RsnapshotConfig(command=RSNAPSHOT, configtest="yes"),
-        delete=DeleteConfig(quarantine_days=0),
-    )
-    return replace(config, **sections)
-
-
-def apply(config: Config, account: Account, action: str = "add", **options: object) -> list[str]:
-    return work.apply_plan(planning.build(account, action, config), config, **options)
+def apply(config: Config, account: Account, verb: str = "add", **options: object) -> list[str]:
+    options.setdefault("now", NOW)
+    return work.apply_plan(plan_of(account, verb, config), config, **options)  # type: ignore[arg-type]
 
 
 def tree(path: Path) -> list[tuple]:
@@ -172,7 +156,7 @@ def user_reachable_root() -> Iterator[Path]:
 
 def test_add_creates_the_tree_with_owners_and_modes(config: Config, root: Path) -> None:
     steps = apply(config, make_account())
-    paths = planning.account_paths(root, "stoney", UID)
+    paths = account_paths(root, "stoney", UID)
     assert owner_and_mode(root / "7") == (0, 0, 0o755)
     assert owner_and_mode(root / "7/707") == (0, 0, 0o755)
     assert owner_and_mode(root / "7/707/723") == (0, 0, 0o755)
@@ -186,7 +170,7 @@ def test_add_creates_the_tree_with_owners_and_modes(config: Config, root: Path) 
     assert owner_and_mode(paths.rsnapshot_conf) == (0, 0, 0o644)
     assert (
         paths.rsnapshot_conf.read_text()
-        == planning.build(make_account(), "add", config).rsnapshot_conf
+        == plan_of(make_account(), "add", config).rsnapshot_conf
     )
     assert not paths.rsnapshot_conf_inactive.exists()
     assert sorted(os.listdir(paths.home)) == [".snapshots", ".ssh", "incoming"]
@@ -205,7 +189,7 @@ def test_add_twice_gives_the_identical_tree(config: Config, root: Path) -> None:
 def test_rerun_after_a_crash_converges(config: Config, root: Path) -> None:
     apply(config, make_account())
     clean = tree(root)
-    paths = planning.account_paths(root, "stoney", UID)
+    paths = account_paths(root, "stoney", UID)
     # What a crash half-way and some tampering leave behind.
     paths.account.chmod(0o777)
     os.chown(paths.chroot, USER, GROUP)
@@ -223,7 +207,7 @@ def test_rerun_after_a_crash_converges(config: Config, root: Path) -> None:
 
 def test_user_data_is_kept_on_modify(config: Config, root: Path) -> None:
     apply(config, make_account())
-    paths = planning.account_paths(root, "stoney", UID)
+    paths = account_paths(root, "stoney", UID)
     (paths.incoming / "data").write_text("mine")
     os.chown(paths.incoming / "data", USER, GROUP)
     (paths.ssh / "authorized_keys").write_text("ssh-ed25519 AAAA")
@@ -236,13 +220,13 @@ def test_user_data_is_kept_on_modify(config: Config, root: Path) -> None:
 
 def test_written_configuration_passes_rsnapshot_configtest(config: Config, root: Path) -> None:
     apply(config, make_account())
-    paths = planning.account_paths(root, "stoney", UID)
+    paths = account_paths(root, "stoney", UID)
     assert work.configtest_file(paths.rsnapshot_conf, config.rsnapshot) == "Syntax OK"
 
 
 def test_rsnapshot_daily_snapshots_incoming(config: Config, root: Path, outside: Path) -> None:
     apply(config, make_account())
-    paths = planning.account_paths(root, "stoney", UID)
+    paths = account_paths(root, "stoney", UID)
     (paths.incoming / "documents").mkdir()
     (paths.incoming / "documents" / "letter.txt").write_text("dear")
     (paths.incoming / "top.txt").write_text("top")
@@ -271,7 +255,7 @@ def test_user_permissions_and_deactivation(user_reachable_root: Path) -> None:
     root = user_reachable_root
     config = make_config(root)
     apply(config, make_account())
-    paths = planning.account_paths(root, "stoney", UID)
+    paths = account_paths(root, "stoney", UID)
     # Active: the user uploads into incoming/ but cannot touch the rest of the home.
     assert as_user("touch", str(paths.incoming / "upload")) == 0
     assert as_user("mkdir", str(paths.incoming / "folder")) == 0
@@ -310,7 +294,7 @@ def test_user_permissions_and_deactivation(user_reachable_root: Path) -> None:
 
 def test_inactive_on_add(config: Config, root: Path) -> None:
     apply(config, make_account(active=False))
-    paths = planning.account_paths(root, "stoney", UID)
+    paths = account_paths(root, "stoney", UID)
     assert owner_and_mode(paths.incoming) == (0, GROUP, 0o700)
     assert paths.rsnapshot_conf_inactive.exists()
     assert not paths.rsnapshot_conf.exists()
@@ -423,7 +407,7 @@ def test_hooks_get_the_entry_in_their_environment(
     config = replace(config, hooks=hooks)
     account = make_account(dn="uid=3723707,ou=a b,dc=x")
     steps = apply(config, account)
-    paths = planning.account_paths(root, "stoney", UID)
+    paths = account_paths(root, "stoney", UID)
     before = json.loads((tmp_path / "pre_add.json").read_text())
     after = json.loads((tmp_path / "post_add.json").read_text())
     assert before == {
@@ -472,7 +456,7 @@ def test_hook_timeout_kills_it(config: Config, tmp_path: Path) -> None:
 def test_delete_with_quarantine_moves_the_account(root: Path) -> None:
     config = make_config(root, delete=DeleteConfig(quarantine_days=7))
     apply(config, make_account())
-    paths = planning.account_paths(root, "stoney", UID)
+    paths = account_paths(root, "stoney", UID)
     (paths.incoming / "keep").write_text("data")
     steps = apply(config, make_account(), "delete", now=NOW)
     assert not paths.account.exists()
@@ -514,7 +498,7 @@ def test_delete_of_a_missing_account_is_done_already(config: Config, root: Path)
 
 def test_delete_refuses_while_rsnapshot_runs(config: Config, root: Path) -> None:
     apply(config, make_account())
-    paths = planning.account_paths(root, "stoney", UID)
+    paths = account_paths(root, "stoney", UID)
     paths.rsnapshot_lock.write_text(f"{os.getpid()}\n")
     with pytest.raises(WorkError, match=r"rsnapshot \(pid \d+\) is running"):
         apply(config, make_account(), "delete")
@@ -553,7 +537,7 @@ def test_purge_quarantine_after_the_days(root: Path, outside: Path) -> None:
 def test_account_directory_symlinked_outside_fails_and_touches_nothing(
     config: Config, root: Path, outside: Path
 ) -> None:
-    paths = planning.account_paths(root, "stoney", UID)
+    paths = account_paths(root, "stoney", UID)
     paths.account.parent.mkdir(parents=True)
     os.symlink(outside, paths.account)
     before = tree(outside)
@@ -582,7 +566,7 @@ def test_layout_directory_symlinked_outside_fails(
 
 
 def test_account_directory_as_a_file_fails(config: Config, root: Path) -> None:
-    paths = planning.account_paths(root, "stoney", UID)
+    paths = account_paths(root, "stoney", UID)
     paths.account.parent.mkdir(parents=True)
     paths.account.write_text("not a directory")
     with pytest.raises(UnsafePathError, match="regular file") as caught:
@@ -599,7 +583,7 @@ def test_home_entry_replaced_by_a_symlink_fails_the_modify(
     config: Config, root: Path, outside: Path, name: str
 ) -> None:
     apply(config, make_account())
-    paths = planning.account_paths(root, "stoney", UID)
+    paths = account_paths(root, "stoney", UID)
     (paths.incoming / "data").write_text("user data")
     if name == "incoming":
         shutil.move(paths.incoming, paths.home / "incoming.old")
@@ -621,7 +605,7 @@ def test_symlink_inside_incoming_is_left_on_modify_and_removed_on_delete(
     config: Config, root: Path, outside: Path
 ) -> None:
     apply(config, make_account())
-    paths = planning.account_paths(root, "stoney", UID)
+    paths = account_paths(root, "stoney", UID)
     os.symlink(outside, paths.incoming / "out")
     os.symlink(outside / "secret", paths.incoming / "secret-link")
     (paths.incoming / "sub").mkdir()
@@ -639,7 +623,7 @@ def test_symlink_inside_incoming_is_left_on_modify_and_removed_on_delete(
 def test_symlink_inside_incoming_survives_quarantine_and_purge(root: Path, outside: Path) -> None:
     config = make_config(root, delete=DeleteConfig(quarantine_days=1))
     apply(config, make_account())
-    paths = planning.account_paths(root, "stoney", UID)
+    paths = account_paths(root, "stoney", UID)
     os.symlink(outside, paths.incoming / "out")
     before = tree(outside)
     apply(config, make_account(), "delete", now=NOW)
@@ -679,22 +663,22 @@ def test_config_tester_runs_configtest_once_per_shape(
     config = make_config(root, rsnapshot=RsnapshotConfig(command=str(script), configtest="yes"))
     with work.WorkSession(config) as session:
         for number in range(3723700, 3723720):
-            session.apply(planning.build(make_account(str(number)), "add", config))
+            session.apply(plan_of(make_account(str(number)), "add", config), NOW)
         assert len(calls(log)) == 1
         assert calls(log)[0].endswith("configtest")
         # A broken shape (daily 1 with a second level) still fails, and is tested once.
         broken = make_account("3723799", retain=(("daily", 1), ("weekly", 4)))
         for _ in range(2):
             with pytest.raises(WorkError, match="retention count set to 1") as caught:
-                session.apply(planning.build(broken, "add", config))
+                session.apply(plan_of(broken, "add", config), NOW)
             assert caught.value.return_value == RETURN_RSNAPSHOT
         assert len(calls(log)) == 2
-        broken_paths = planning.account_paths(root, "stoney", "3723799")
+        broken_paths = account_paths(root, "stoney", "3723799")
         assert not broken_paths.rsnapshot_conf.exists()
         assert session.tester.invocations == 2
     # Each written file really passes.
     for number in (3723700, 3723719):
-        paths = planning.account_paths(root, "stoney", str(number))
+        paths = account_paths(root, "stoney", str(number))
         assert work.configtest_file(paths.rsnapshot_conf, config.rsnapshot) == "Syntax OK"
     # The failed add converges once the entry is fixed.
     fixed = make_account("3723799", retain=(("daily", 2), ("weekly", 4)))
@@ -718,7 +702,7 @@ def test_strict_tester_checks_each_file_and_keeps_a_failing_one_out(
     with pytest.raises(WorkError, match="picky says no") as caught:
         apply(config, make_account(), tester=tester)
     assert caught.value.return_value == RETURN_RSNAPSHOT
-    paths = planning.account_paths(root, "stoney", UID)
+    paths = account_paths(root, "stoney", UID)
     assert sorted(os.listdir(paths.account)) == ["chroot"]  # no conf, no temporary file
     assert len(log.read_text().splitlines()) == 2
     tester.close()
@@ -734,16 +718,16 @@ def test_unusual_root_paths_get_each_file_configtested(
     root.mkdir()
     config = make_config(root, rsnapshot=RsnapshotConfig(command=str(script), configtest="yes"))
     with work.WorkSession(config) as session:
-        plan = planning.build(make_account(), "add", config)
+        plan = plan_of(make_account(), "add", config)
         if "(" in name:
             # rsnapshot puts backup sources into a Perl regex: "(" breaks it.
             with pytest.raises(WorkError, match=r"Unmatched \(") as caught:
-                session.apply(plan)
+                session.apply(plan, NOW)
             assert caught.value.return_value == RETURN_RSNAPSHOT
             assert not plan.paths.rsnapshot_conf.exists()
         else:
-            session.apply(plan)
-            session.apply(plan)
+            session.apply(plan, NOW)
+            session.apply(plan, NOW)
             assert plan.paths.rsnapshot_conf.exists()
     assert len(calls(log)) == (2 if "(" in name else 3)
 
@@ -787,7 +771,7 @@ def test_jail_template_is_copied_without_following_links(
     os.mkfifo(template / "etc" / "pipe")
     config = make_config(root, backup=BackupConfig(root=root, jail_template=template))
     steps = apply(config, make_account())
-    chroot = planning.account_paths(root, "stoney", UID).chroot
+    chroot = account_paths(root, "stoney", UID).chroot
     assert (chroot / "bin" / "tool").read_text() == "#!/bin/sh\n"
     assert owner_and_mode(chroot / "bin" / "tool") == (0, 0, 0o755)
     assert os.readlink(chroot / "lib64") == "lib"
@@ -815,7 +799,7 @@ def test_jail_template_never_writes_through_a_jail_symlink(
     (template / "etc" / "passwd").write_text("x\n")
     config = make_config(root, backup=BackupConfig(root=root, jail_template=template))
     apply(config, make_account())
-    chroot = planning.account_paths(root, "stoney", UID).chroot
+    chroot = account_paths(root, "stoney", UID).chroot
     shutil.rmtree(chroot / "etc")
     os.symlink(outside, chroot / "etc")
     before = tree(outside)
@@ -828,7 +812,7 @@ def test_jail_template_never_writes_through_a_jail_symlink(
 
 
 def test_inspect_account(config: Config, root: Path, outside: Path) -> None:
-    paths = planning.account_paths(root, "stoney", UID)
+    paths = account_paths(root, "stoney", UID)
     missing = work.inspect_account(paths)
     assert missing["exists"] is False
     assert missing["entries"]["home"]["type"] == "missing"

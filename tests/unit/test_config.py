@@ -37,10 +37,13 @@ def test_minimal_config_gets_documented_defaults(tmp_path):
     assert config.delete.max_per_run == 20
 
 
-def test_config_is_frozen(tmp_path):
-    config = load_config(write(tmp_path, MINIMAL))
-    with pytest.raises(AttributeError):
-        config.backup.root = Path("/tmp")  # type: ignore[misc]
+def test_hook_commands_cannot_be_changed_after_loading(tmp_path):
+    """The hooks are a mapping inside the frozen config: it must be read-only too."""
+    config = load_config(write(tmp_path, MINIMAL + "[hooks]\npre_add = /bin/true\n"))
+    assert dict(config.hooks.commands) == {"pre_add": ("/bin/true",)}
+    with pytest.raises(TypeError):
+        config.hooks.commands["post_delete"] = ("/bin/sh", "-c", "rm -rf /")  # type: ignore[index]
+    assert "post_delete" not in config.hooks.commands
 
 
 def test_every_error_is_collected_with_file_section_and_key(tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from support import read_entry, run, write_config
 
-from provbackup.plan import account_paths, is_within
+from provbackup.paths import account_paths, is_within
 from sandbox import account_entry
 
 
@@ -36,29 +36,30 @@ def test_a_dn_written_differently_names_the_same_entry(tmp_path, ldap_server, wr
 
 
 @pytest.mark.parametrize(
-    ("path", "root"),
+    ("path", "root", "inside"),
     [
-        ("/var/backup", "/var/backup"),
-        ("/var/backup/7/707/723/3723707", "/var/backup"),
-        ("/var/backupx/7", "/var/backup"),
-        ("/var", "/var/backup"),
-        ("/srv/other", "/var/backup"),
-        ("/", "/var/backup"),
-        ("/var/backup/a", "/"),
+        ("/var/backup", "/var/backup", True),
+        ("/var/backup/7/707/723/3723707", "/var/backup", True),
+        ("/var/backupx/7", "/var/backup", False),
+        ("/var", "/var/backup", False),
+        ("/srv/other", "/var/backup", False),
+        ("/", "/var/backup", False),
+        ("/var/backup/a", "/", True),
     ],
 )
-def test_is_within_answers_as_the_parents_test_did(path, root):
-    path, root = Path(path), Path(root)
-    assert is_within(path, root) == (path == root or root in path.parents)
+def test_is_within_says_whether_a_path_is_the_root_or_below_it(path, root, inside):
+    assert is_within(Path(path), Path(root)) is inside
 
 
 @pytest.mark.parametrize(
-    ("layout", "uid"), [("stoney", "3723707"), ("stoney", "7"), ("flat", "alice")]
+    ("layout", "uid", "expected"),
+    [
+        ("stoney", "3723707", ("7", "7/707", "7/707/723")),
+        # Zero-padded to six digits first: 000007.
+        ("stoney", "7", ("7", "7/007", "7/007/000")),
+        ("flat", "alice", ()),
+    ],
 )
-def test_layout_directories_are_the_account_parents_below_the_root(layout, uid):
+def test_layout_directories_are_the_account_parents_below_the_root(layout, uid, expected):
     paths = account_paths(Path("/var/backup"), layout, uid)
-    relative = paths.account.relative_to(paths.root)
-    expected = tuple(
-        paths.root.joinpath(*relative.parts[:index]) for index in range(1, len(relative.parts))
-    )
-    assert paths.layout_directories == expected
+    assert paths.layout_directories == tuple(Path("/var/backup", part) for part in expected)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from freezegun import freeze_time
 
 from provbackup import state
 from provbackup.actions.common import local_today
-from provbackup.entry import LdapEntry, read_account, read_request
+from provbackup.entry import LdapEntry, Rules, read_account, read_request
 from provbackup.errors import InvalidEntryError
+from provbackup.model import Verb
+from provbackup.systemids import SystemIds
 
 TODAY = date(2026, 11, 26)
 
@@ -71,7 +75,7 @@ def test_in_progress_is_failed_with_return_value_else_interrupted_or_running():
     ("attributes", "fragment"),
     [
         ({"sstProvisioningMode": ["frobnicate"]}, None),
-        ({"sstProvisioningMode": ["ADD"]}, None),
+        ({"sstProvisioningMode": ["remove"]}, "'remove': unknown mode"),
         ({"sstProvisioningExecutionDate": ["20261341"]}, "20261341"),
         ({"sstProvisioningExecutionDate": ["tomorrow"]}, "tomorrow"),
         ({"sstProvisioningExecutionDate": None}, "is missing"),
@@ -92,14 +96,31 @@ def test_timestamp_is_utc_in_the_stoney_form():
 
 
 def test_claim_asserts_the_old_values():
-    changes = state.claim_changes("modify")
+    changes = state.claim_changes(request(sstProvisioningMode=["modify"]))
     assert changes["sstProvisioningMode"] == [("delete", ["modify"]), ("add", ["modifying"])]
     assert changes["sstProvisioningState"] == [("delete", ["0"]), ("add", ["0"])]
+    # The value as stored is asserted: ADD is deleted as ADD.
+    upper = state.claim_changes(request(sstProvisioningMode=["ADD"]))
+    assert upper["sstProvisioningMode"] == [("delete", ["ADD"]), ("add", ["adding"])]
+
+
+def test_an_invalid_request_is_recorded_with_10_and_nothing_else_changes():
+    invalid = request(sstProvisioningMode=["remove"])
+    changes = state.invalid_changes(invalid)
+    assert changes == {
+        "sstProvisioningMode": [("delete", ["remove"]), ("add", ["remove"])],
+        "sstProvisioningState": [("delete", ["0"]), ("add", ["0"])],
+        "sstProvisioningReturnValue": [("replace", ["10"])],
+    }
+    assert not state.is_recorded_invalid(invalid)
+    assert state.is_recorded_invalid(
+        request(sstProvisioningMode=["remove"], sstProvisioningReturnValue=["10"])
+    )
 
 
 def test_finish_writes_done_mode_timestamp_date_and_return_value():
     moment = datetime(2026, 11, 26, 9, 0, 0, tzinfo=UTC)
-    changes = state.finish_changes("delete", "sstProvisioningDate", moment)
+    changes = state.finish_changes(Verb.DELETE, "sstProvisioningDate", moment)
     assert changes["sstProvisioningMode"] == [("delete", ["deleting"]), ("add", ["deleted"])]
     assert changes["sstProvisioningState"] == [("replace", ["20261126T090000Z"])]
     assert changes["sstProvisioningDate"] == [("replace", ["0"])]
@@ -107,10 +128,11 @@ def test_finish_writes_done_mode_timestamp_date_and_return_value():
 
 
 def test_default_reset_mode_is_the_verb():
-    assert state.default_reset_mode("adding") == "add"
-    assert state.default_reset_mode("deleted") == "delete"
-    assert state.default_reset_mode("modify") == "modify"
-    assert state.default_reset_mode("frobnicate") is None
+    mode = "sstProvisioningMode"
+    assert state.default_reset_mode(request(**{mode: ["adding"]})) == "add"
+    assert state.default_reset_mode(request(**{mode: ["deleted"]})) == "delete"
+    assert state.default_reset_mode(request(**{mode: ["modify"]})) == "modify"
+    assert state.default_reset_mode(request(**{mode: ["frobnicate"]})) is None
 
 
 @pytest.mark.parametrize(
@@ -158,16 +180,25 @@ ACCOUNT = {
 DEFAULT_RETAIN = (("daily", 7), ("weekly", 4), ("monthly", 3))
 
 
-def account(**changes):
+# What the gate checks against: the local files' IDs are replaced by a known set.
+RULES = Rules(
+    min_uid=1000,
+    max_uid=4294967294,
+    default_retain=DEFAULT_RETAIN,
+    root=Path("/var/backup"),
+    layout="stoney",
+    system_ids=SystemIds(uids=frozenset({1000, 65534}), gids=frozenset({1001, 65534})),
+)
+
+
+def account(verb=Verb.ADD, rules=RULES, **changes):
     attributes = dict(ACCOUNT)
     for key, value in changes.items():
         if value is None:
             attributes.pop(key)
         else:
             attributes[key] = value
-    return read_account(
-        LdapEntry.from_values("uid=x,dc=x", attributes), min_uid=1000, default_retain=DEFAULT_RETAIN
-    )
+    return read_account(LdapEntry.from_values("uid=x,dc=x", attributes), verb, rules)
 
 
 def test_valid_account_is_read():
@@ -226,3 +257,60 @@ def test_all_zero_intervals_are_invalid():
     zero = {name: ["0"] for name in ACCOUNT if name.startswith("sstBackupInterval")}
     with pytest.raises(InvalidEntryError, match="no interval is above 0"):
         account(**zero)
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value", "fragment"),
+    [
+        # 0 means "unlimited" to setquota (issue 11.4).
+        ("sstQuota", ["0"], "0 would mean 'unlimited'"),
+        # Refused by its length, named by its start: never int() of 5,000 digits (11.6).
+        ("sstQuota", ["9" * 5000], "'99999999999999999999... (5000 characters)'"),
+        ("uidNumber", ["9" * 5000], "larger than the maximum"),
+        ("sstBackupIntervalDaily", ["7" * 5000], "larger than the maximum 999"),
+        # IDs of the system's own accounts (the rules' stand-in for /etc/passwd, /etc/group).
+        ("uidNumber", ["1000"], "belongs to the system (/etc/passwd"),
+        ("gidNumber", ["1001"], "belongs to the system (/etc/group"),
+        ("uidNumber", ["65534"], "belongs to the system"),
+    ],
+)
+def test_values_that_mean_something_else_on_the_server_are_refused(attribute, value, fragment):
+    with pytest.raises(InvalidEntryError) as raised:
+        account(**{attribute: value})
+    assert str(raised.value).startswith(attribute)
+    assert fragment in str(raised.value)
+    assert raised.value.return_value == 10
+
+
+def test_max_uid_bounds_uid_and_gid_numbers():
+    rules = replace(RULES, max_uid=3723706)
+    with pytest.raises(InvalidEntryError) as raised:
+        account(rules=rules)
+    assert "uidNumber: '3723707': above [backup] max_uid 3723706" in str(raised.value)
+    assert "gidNumber: '3723707': above [backup] max_uid 3723706" in str(raised.value)
+    assert account(rules=replace(RULES, max_uid=3723707)).uid_number == 3723707
+
+
+def test_a_delete_ignores_what_it_does_not_use():
+    """Quota, intervals and activation are not read for a delete (issue 10.6)."""
+    unusable = {"sstQuota": ["lots"], "sstIsActive": ["maybe"], "sstBackupIntervalDaily": ["x"]}
+    with pytest.raises(InvalidEntryError):
+        account(**unusable)
+    deleted = account(Verb.DELETE, **unusable)
+    assert (deleted.uid, deleted.quota_bytes, deleted.retain) == ("3723707", None, ())
+    # The IDs are still checked: a delete runs the quota command for them.
+    with pytest.raises(InvalidEntryError, match="belongs to the system"):
+        account(Verb.DELETE, uidNumber=["65534"])
+
+
+def test_mode_is_read_ignoring_case():
+    """The stoney schema compares sstProvisioningMode with caseIgnoreMatch (issue 10.4)."""
+    upper = request(sstProvisioningMode=["ADD"])
+    assert (upper.verb, upper.problem) == (Verb.ADD, None)
+    assert state.classify(upper, TODAY) is state.Status.DUE
+    unknown = request(sstProvisioningMode=["remove"])
+    assert unknown.verb is None
+    assert unknown.problem == (
+        "sstProvisioningMode: 'remove': unknown mode (expected one of add, modify, delete)"
+    )
+    assert state.classify(unknown, TODAY) is state.Status.INVALID
