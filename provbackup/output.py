@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
-from provbackup.entry import Request
+from provbackup.model import Request
 from provbackup.logs import escape_control
 
 
