@@ -47,6 +47,7 @@ from provbackup.work.safe import (
     replace_file,
 )
 from provbackup.work.template import copy_jail_template
+from provbackup.work.usage import update_usage_quota
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +132,8 @@ def _provision(plan: AccountPlan, tester: ConfigTester, steps: list[str]) -> Non
             # Stop the snapshots first: a crash in between leaves none, not both.
             _remove_stale_conf(plan, account, steps)
             _write_conf(plan, account, tester, steps)
+        # What /bin/getQuota prints: the new quota at once, the sizes of the last snapshot run.
+        update_usage_quota(account, plan.account.gid_number, plan.account.quota_bytes, steps)
     steps.append(set_quota(plan))
 
 

@@ -249,3 +249,37 @@ def write_usage_file(
     ):
         content = usage_line(quota_bytes, usage).encode("ascii")
         replace_file(directory, USAGE_FILE, content, uid=ROOT_ID, gid=gid, mode=USAGE_MODE)
+
+
+def update_usage_quota(
+    account: Directory, gid: int, quota_bytes: int | None, steps: list[str]
+) -> None:
+    """Put ``quota_bytes`` into the usage file, keeping its sizes (``process`` add/modify).
+
+    ``quota_bytes`` None (no sstQuota) keeps the file's quota. Writes only
+    when the line changes; appends a step when it does.
+    """
+    previous = read_usage_file(account)
+    backup, snapshot = (previous[1], previous[2]) if previous else (0, 0)
+    quota = quota_bytes if quota_bytes is not None else (previous[0] if previous else 0)
+    if previous == (quota, backup, snapshot) and _usage_owner_is(account, gid):
+        return
+    write_usage_file(account, gid, quota, Usage(backup=backup, snapshot=snapshot))
+    steps.append(f"usage file: quota {quota} bytes")
+
+
+def _usage_owner_is(account: Directory, gid: int) -> bool:
+    try:
+        with (
+            open_directory(account, "chroot") as chroot,
+            open_directory(chroot, USAGE_DIRECTORY[0]) as etc,
+            open_directory(etc, USAGE_DIRECTORY[1]) as directory,
+        ):
+            status = os.stat(USAGE_FILE, dir_fd=directory.fd, follow_symlinks=False)
+    except OSError:
+        return False
+    return (status.st_uid, status.st_gid, stat.S_IMODE(status.st_mode)) == (
+        ROOT_ID,
+        gid,
+        USAGE_MODE,
+    )

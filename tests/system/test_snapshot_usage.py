@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 import ldap3
-from support import read_entry, run
+from support import modify_entry, read_entry, run
 from test_snapshot import account_dir, home_of, provision, upload, write_config
 
 ENDED = (
@@ -44,6 +44,8 @@ def test_usage_matches_du_and_reaches_ldap_and_the_usage_file(tmp_path, ldap_ser
     setup = write_config(tmp_path, ldap_server)
     dns = provision(ldap_server, setup, "1000101", quota=5_000_000_000)
     home = home_of(setup.root, "1000101")
+    usage = account_dir(setup.root, "1000101") / "chroot" / "etc" / "provbackup" / "usage"
+    assert usage.read_text() == "5000000000 0 0\n", "process writes the quota at once"
     upload(setup.root, "1000101", files={"a/big": os.urandom(300_000), "a/small": b"x"})
     incoming_host = home / "incoming" / "host1"
     os.link(incoming_host / "a" / "big", incoming_host / "a" / "big-link")  # a hard link
@@ -64,10 +66,15 @@ def test_usage_matches_du_and_reaches_ldap_and_the_usage_file(tmp_path, ldap_ser
     # The two snapshots share unchanged files by hard links: counted once, so far
     # below what counting every link gives.
     assert snapshot < du(home / ".snapshots", links=True)[0] - 250_000
-    usage = account_dir(setup.root, "1000101") / "chroot" / "etc" / "provbackup" / "usage"
     assert usage.read_text() == f"5000000000 {backup} {snapshot}\n"
     info = os.lstat(usage)
     assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, 1000101, 0o640)
+    # A new quota reaches the file with the modify, the sizes stay until the next snapshot.
+    modify_entry(ldap_server, dns["1000101"], {"sstQuota": ["6000000000"],
+                                              "sstProvisioningMode": ["modify"],
+                                              "sstProvisioningState": ["0"]})  # fmt: skip
+    assert run(setup, "process").code == 0
+    assert usage.read_text() == f"6000000000 {backup} {snapshot}\n"
 
 
 def test_backup_time_replaced_in_the_newest_snapshot_only(tmp_path, ldap_server):
@@ -170,7 +177,9 @@ def test_ldap_refusing_the_usage_write_warns_and_keeps_the_snapshot(tmp_path, ld
         assert (home_of(setup.root, uid) / ".snapshots" / "daily.0" / "host1").is_dir()
         assert "sstbackupsize" not in read_entry(ldap_server, dns[uid])
         usage = account_dir(setup.root, uid) / "chroot" / "etc" / "provbackup" / "usage"
-        assert usage.read_text().startswith("0 ")  # no quota known: 0
+        quota, backup, snapshot = usage.read_text().split()
+        assert quota == "1073741824", "the entry has no sstQuota now: the last known one stays"
+        assert int(backup) > 0 and int(snapshot) > 0
 
 
 def test_snapshots_run_with_ldap_down(tmp_path, ldap_server):

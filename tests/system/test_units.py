@@ -305,3 +305,124 @@ def test_cron_line_with_the_real_program_mails_a_lasting_fault_once(tmp_path):
     assert first.stdout.rstrip().endswith("provbackup process exited with status 69")
     assert second.returncode == 0
     assert second.stdout == "", "the same fault, already mailed: exit 79, silent"
+
+
+SNAPSHOT_INTERVALS = ("hourly", "daily", "weekly", "monthly", "yearly")
+
+
+def test_snapshot_service_template_runs_the_interval_of_its_instance():
+    service = unit_settings(UNITS / "provbackup-snapshot@.service")
+
+    assert service["Type"] == ["oneshot"]
+    assert service["ExecStart"] == [f"{INSTALLED_BINARY} -q snapshot %i"]
+    assert words(service, "SuccessExitStatus") == ["75"], "1 and 69 must show as failed"
+    assert service["ProtectSystem"] == ["strict"]
+    # Shared with provbackup.service: neither may remove the other's locks.
+    assert service["RuntimeDirectory"] == ["provbackup"]
+    assert service["RuntimeDirectoryPreserve"] == ["yes"]
+    writable = {Path(path.lstrip("-")) for path in words(service, "ReadWritePaths")}
+    writable |= {Path("/var/lib") / name for name in words(service, "StateDirectory")}
+    writable |= {Path("/run") / name for name in words(service, "RuntimeDirectory")}
+    assert BackupConfig().root in writable
+    assert RunConfig().lock_file.parent in writable
+    assert RunConfig().status_file.parent in writable
+    capabilities = set(words(service, "CapabilityBoundingSet"))
+    assert {"CAP_CHOWN", "CAP_DAC_READ_SEARCH", "CAP_FOWNER"} <= capabilities
+
+
+def next_elapses(calendar: str, base: str, count: int) -> list[str]:
+    result = subprocess.run(
+        ["systemd-analyze", "calendar", f"--iterations={count}", f"--base-time={base}",
+         calendar],
+        capture_output=True, text=True, check=True, env={**os.environ, "TZ": "UTC"},
+    )  # fmt: skip
+    return re.findall(r"(?:Next elapse|Iter\. #\d+): \w+ (\S+ \S+)", result.stdout)
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze absent")
+def test_snapshot_timers_one_per_interval_bigger_intervals_first():
+    calendars = {}
+    for interval in SNAPSHOT_INTERVALS:
+        timer = unit_settings(UNITS / f"provbackup-snapshot-{interval}.timer")
+        assert timer["Unit"] == [f"provbackup-snapshot@{interval}.service"]
+        assert timer["WantedBy"] == ["timers.target"]
+        assert timer["Persistent"] == ["true"]
+        (calendars[interval],) = timer["OnCalendar"]
+    # 1 January 2029 is a Monday and the 1st of a month: every interval runs that night.
+    base = "2028-12-31 23:59:00 UTC"
+    first = {interval: next_elapses(calendars[interval], base, 1)[0]
+             for interval in SNAPSHOT_INTERVALS}  # fmt: skip
+    assert first["yearly"] < first["monthly"] < first["weekly"] < first["daily"]
+    assert first["daily"].startswith("2029-01-01 ")
+    hourly = set(next_elapses(calendars["hourly"], base, 24))
+    assert len(hourly) == 24
+    assert not hourly & {first[name] for name in ("yearly", "monthly", "weekly", "daily")}
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze absent")
+def test_systemd_analyze_verify_accepts_the_snapshot_units(tmp_path):
+    binary = REPOSITORY / "bin" / "provbackup"
+    units = tmp_path / "units"
+    units.mkdir()
+    template = (UNITS / "provbackup-snapshot@.service").read_text()
+    assert f"ExecStart={INSTALLED_BINARY} " in template
+    (units / "provbackup-snapshot@.service").write_text(
+        template.replace(f"ExecStart={INSTALLED_BINARY} ", f"ExecStart={binary} ")
+    )
+    checked = []
+    for interval in SNAPSHOT_INTERVALS:
+        shutil.copy(UNITS / f"provbackup-snapshot-{interval}.timer", units)
+        checked += [str(units / f"provbackup-snapshot@{interval}.service"),
+                    str(units / f"provbackup-snapshot-{interval}.timer")]  # fmt: skip
+
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", *checked],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout + result.stderr == "", "no warnings either"
+
+
+def snapshot_cron_jobs() -> dict[str, list[str]]:
+    """The snapshot cron.d file's job lines by interval (all shipped commented out)."""
+    jobs = {}
+    for line in (UNITS / "provbackup-snapshot.cron").read_text().splitlines():
+        job = _JOB.fullmatch(line)
+        if job:
+            assert job["disabled"], f"shipped enabled: {line}"
+            fields = job["line"].split(None, 6)
+            interval = re.search(r"-q snapshot (\w+)", fields[6])
+            assert interval, line
+            jobs[interval[1]] = fields
+        elif line.strip() and not line.startswith("#"):
+            assert re.fullmatch(r"[A-Z_]+=.*", line), line
+    return jobs
+
+
+@pytest.mark.parametrize(("exit_code", "mailed"), [(0, False), (75, False), (1, True),
+                                                   (69, True), (78, True)])  # fmt: skip
+def test_snapshot_cron_lines_are_quiet_unless_the_run_went_wrong(tmp_path, exit_code, mailed):
+    jobs = snapshot_cron_jobs()
+    assert set(jobs) == set(SNAPSHOT_INTERVALS)
+    program = tmp_path / "provbackup"
+    program.write_text(f'#!/bin/sh\necho "args: $*"\nexit {exit_code}\n')
+    program.chmod(0o755)
+    for interval, fields in jobs.items():
+        assert re.search(r"(?<!\\)%", fields[6]) is None
+        command = fields[6].replace("\\%", "%").replace(INSTALLED_BINARY, str(program))
+        command = command.replace(SYSTEMD_MARKER, "/nonexistent/systemd/system")
+
+        result = run_like_cron(command)
+
+        expected = (
+            f"args: -q snapshot {interval}\n"
+            f"provbackup snapshot {interval} exited with status {exit_code}\n"
+        )
+        assert result.stdout == (expected if mailed else ""), interval
+
+
+def test_snapshot_venv_drop_in_replaces_exec_start():
+    drop_in = unit_settings(UNITS / "provbackup-snapshot@.service.d" / "opt-provbackup.conf")
+
+    assert drop_in["ExecStart"] == ["", "/opt/provbackup/bin/provbackup -q snapshot %i"]
