@@ -6,8 +6,8 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
-from provbackup.model import Request
 from provbackup.logs import escape_control
+from provbackup.model import Request
 
 
 def _tabulate(rows: list[list[Any]], headers: list[str]) -> str:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from xml.etree import ElementTree
 
+from provbackup.errors import EntryError
 from provbackup.model import ROOT_ID, TIMESTAMP_FORMAT
 from provbackup.work.safe import (
     OPEN_DIRECTORY_FLAGS,
@@ -252,23 +253,32 @@ def write_usage_file(
 
 
 def update_usage_quota(
-    account: Directory, gid: int, quota_bytes: int | None, steps: list[str]
+    account: OpenDirectory, gid: int, quota_bytes: int | None, steps: list[str]
 ) -> None:
     """Put ``quota_bytes`` into the usage file, keeping its sizes (``process`` add/modify).
 
     ``quota_bytes`` None (no sstQuota) keeps the file's quota. Writes only
-    when the line changes; appends a step when it does.
+    when the line changes; appends a step when it does. The file only
+    informs getQuota: failing to write it (a full disk) is a warning, never
+    the entry's failure; the next snapshot run writes it again.
     """
     previous = read_usage_file(account)
     backup, snapshot = (previous[1], previous[2]) if previous else (0, 0)
     quota = quota_bytes if quota_bytes is not None else (previous[0] if previous else 0)
     if previous == (quota, backup, snapshot) and _usage_owner_is(account, gid):
         return
-    write_usage_file(account, gid, quota, Usage(backup=backup, snapshot=snapshot))
+    try:
+        write_usage_file(account, gid, quota, Usage(backup=backup, snapshot=snapshot))
+    except (OSError, EntryError) as error:
+        where = f"{error.filename}: " if isinstance(error, OSError) and error.filename else ""
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        logger.warning("%s: usage file not updated: %s%s", account.path, where, reason)
+        steps.append(f"usage file not updated: {where}{reason}")
+        return
     steps.append(f"usage file: quota {quota} bytes")
 
 
-def _usage_owner_is(account: Directory, gid: int) -> bool:
+def _usage_owner_is(account: OpenDirectory, gid: int) -> bool:
     try:
         with (
             open_directory(account, "chroot") as chroot,
