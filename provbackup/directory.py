@@ -232,24 +232,37 @@ def connect(config: LdapConfig) -> LdapDirectory:
     """Connect and bind to the first configured server that answers.
 
     Tries every URI in order, ``attempts`` rounds in all, sleeping
-    ``retry_delay`` seconds between rounds. Returns a bound
-    :class:`LdapDirectory`. Raises LdapUnavailableError when every attempt
-    failed or the server refused the credentials (not retried: a wrong
-    password does not get better, and retries could lock the account).
+    ``retry_delay`` seconds between rounds. Only network trouble is
+    retried: a URI that failed deterministically (StartTLS not offered, a
+    certificate that does not verify, a bind refused for anything but
+    invalid credentials) is not tried again, and when every URI failed so
+    the error is raised at once. Invalid credentials end the attempts at
+    once (a wrong password does not get better, and retries could lock the
+    account). Returns a bound :class:`LdapDirectory`. Raises
+    LdapUnavailableError when no URI could be bound.
     """
     last_error = "no LDAP URI configured"
+    given_up: dict[str, str] = {}  # URI -> its deterministic failure
     for attempt in range(1, config.attempts + 1):
         for uri in config.uris:
+            if uri in given_up:
+                continue
             try:
                 connection = _open(config, uri)
             except _BindRefused as error:
                 raise LdapUnavailableError(str(error)) from None
             except _ConnectFailed as error:
                 last_error = str(error)
-                log.warning("LDAP attempt %d/%d: %s", attempt, config.attempts, last_error)
+                if error.deterministic:
+                    given_up[uri] = last_error
+                    log.warning("LDAP %s (not retried: retrying cannot change it)", last_error)
+                else:
+                    log.warning("LDAP attempt %d/%d: %s", attempt, config.attempts, last_error)
                 continue
             log.debug("bound to %s as %s", uri, config.bind_dn or "anonymous")
             return LdapDirectory(config, connection, uri)
+        if len(given_up) == len(config.uris):
+            raise LdapUnavailableError("; ".join(given_up.values()))
         if attempt < config.attempts and config.retry_delay:
             time.sleep(config.retry_delay)
     raise LdapUnavailableError(
@@ -259,11 +272,20 @@ def connect(config: LdapConfig) -> LdapDirectory:
 
 
 class _ConnectFailed(Exception):
-    pass
+    """A URI could not be bound; ``deterministic`` when trying again cannot help."""
+
+    def __init__(self, message: str, *, deterministic: bool = False) -> None:
+        super().__init__(message)
+        self.deterministic = deterministic
 
 
 class _BindRefused(Exception):
     pass
+
+
+# Bind results that retrying cannot change: confidentialityRequired,
+# inappropriateAuthentication, insufficientAccessRights, unwillingToPerform.
+_DETERMINISTIC_BIND_RESULTS = (13, 48, 50, 53)
 
 
 def _open(config: LdapConfig, uri: str) -> ldap3.Connection:
@@ -304,31 +326,71 @@ def _open(config: LdapConfig, uri: str) -> ldap3.Connection:
             try:
                 started = connection.start_tls()
             except ldap_exceptions.LDAPStartTLSError as error:
-                raise _ConnectFailed(f"{uri}: StartTLS failed: {_describe(error)}") from None
+                raise _ConnectFailed(
+                    f"{uri}: StartTLS failed: {_describe(error)}",
+                    deterministic=_is_deterministic(error),
+                ) from None
             if not started:
                 result = connection.result or {}
                 raise _ConnectFailed(
                     f"{uri}: the server refused StartTLS ({result.get('description')}); "
                     "configure TLS on the server, use ldaps://, or set [ldap] start_tls = no "
-                    "for a trusted local link"
+                    "for a trusted local link",
+                    deterministic=True,
                 )
     except _ConnectFailed:
         raise
     except (ldap_exceptions.LDAPException, OSError, ssl.SSLError) as error:
-        raise _ConnectFailed(f"{uri}: {_describe(error)}") from None
+        raise _ConnectFailed(
+            f"{uri}: {_describe(error)}", deterministic=_is_deterministic(error)
+        ) from None
     try:
         bound = connection.bind()
     except (ldap_exceptions.LDAPException, OSError) as error:
-        raise _ConnectFailed(f"{uri}: bind failed: {_describe(error)}") from None
+        raise _ConnectFailed(
+            f"{uri}: bind failed: {_describe(error)}", deterministic=_is_deterministic(error)
+        ) from None
     if not bound:
         result = connection.result or {}
         code = result.get("result")
+        password = _password_source(config)
         if code == INVALID_CREDENTIALS:
             raise _BindRefused(
-                f"LDAP server {uri} refused the bind as {config.bind_dn!r}: invalid credentials"
+                f"LDAP server {uri} refused the bind as {config.bind_dn!r}: invalid credentials "
+                f"(check [ldap] bind_dn and {password})"
             )
-        raise _ConnectFailed(f"{uri}: bind refused: {result.get('description')}")
+        message = result.get("message")
+        raise _ConnectFailed(
+            f"{uri}: bind as {config.bind_dn or 'anonymous'!r} refused: "
+            f"{result.get('description')}"
+            + (f" ({message})" if message else "")
+            + (f"; check {password}" if code in _DETERMINISTIC_BIND_RESULTS else ""),
+            deterministic=code in _DETERMINISTIC_BIND_RESULTS,
+        )
     return connection
+
+
+def _password_source(config: LdapConfig) -> str:
+    """Where the bind password came from, for error messages (never the password)."""
+    if config.bind_password_file is not None:
+        return f"the password in {str(config.bind_password_file)!r} ([ldap] bind_password_file)"
+    if config.bind_password is not None:
+        return "[ldap] bind_password"
+    return "the bind password (none configured: anonymous bind)"
+
+
+def _is_deterministic(error: BaseException) -> bool:
+    """True for TLS failures that no retry can change (no StartTLS, a bad certificate)."""
+    text = str(error)
+    return any(
+        marker in text
+        for marker in (
+            "startTLS failed - protocolError",
+            "certificate verify failed",
+            "CERTIFICATE_VERIFY_FAILED",
+            "doesn't match any name in",
+        )
+    )
 
 
 def _describe(error: BaseException) -> str:

@@ -12,9 +12,13 @@ so the rules are tested without a directory; :func:`check` gathers the facts.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
-from collections.abc import Iterable, Mapping
+import signal
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +39,12 @@ if TYPE_CHECKING:
     from provbackup.config import Config
 
 log = logging.getLogger(__name__)
+
+# check must answer before a monitoring agent gives up (NRPE: 10 s), also with
+# LDAP down: one attempt per URI, each at most CHECK_TIMEOUT seconds, and the
+# whole directory read cut off after CHECK_DEADLINE seconds.
+CHECK_TIMEOUT = 2.0
+CHECK_DEADLINE = 4.5
 
 # The counts reported as perfdata, in this order.
 COUNTED = (
@@ -229,8 +239,18 @@ def check(config: Config, *, clock: Clock | None = None) -> CheckResult:
     counts: dict[Status, int] | None
     ldap_error = None
     ldap_error_critical = False
+    quick = dataclasses.replace(
+        config,
+        ldap=dataclasses.replace(
+            config.ldap,
+            attempts=1,
+            retry_delay=0.0,
+            timeout=min(config.ldap.timeout, CHECK_TIMEOUT),
+        ),
+    )
     try:
-        counts = count_statuses(row.status for row in scan(config, clock=clock))
+        with _deadline(CHECK_DEADLINE):
+            counts = count_statuses(row.status for row in scan(quick, clock=clock))
     except LdapUnavailableError as error:
         log.debug("directory unavailable", exc_info=True)
         counts, ldap_error = None, str(error)
@@ -270,6 +290,37 @@ def with_snapshots(result: CheckResult, facts: SnapshotFacts) -> CheckResult:
     }
     summary = "; ".join([result.summary, *facts.texts()])
     return CheckResult(state, summary, perfdata)
+
+
+class _DeadlineReached(Exception):
+    pass
+
+
+@contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    """Raise LdapUnavailableError when the block runs longer than ``seconds``.
+
+    Uses SIGALRM, so only in the main thread; elsewhere (a library caller's
+    thread) the per-URI timeouts alone bound the wait.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(number: int, frame: object) -> None:
+        raise _DeadlineReached
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    except _DeadlineReached:
+        raise LdapUnavailableError(
+            f"no LDAP server answered within {seconds:g} s (check's limit)"
+        ) from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _duration(seconds: float) -> str:

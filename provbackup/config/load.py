@@ -8,6 +8,7 @@ message names the file, the section and the key.
 from __future__ import annotations
 
 import configparser
+import dataclasses
 import logging
 import os
 import stat
@@ -128,6 +129,12 @@ class _Reader:
                 values[key.field_name] = self.convert(key, key.default)
         for field_name, mapping in mappings.items():
             values[field_name] = MappingProxyType(mapping)
+        for item in dataclasses.fields(SECTIONS[name]):
+            source_of = item.metadata.get("source_of")
+            if source_of is not None:  # the secret's file, so errors can name it
+                secret_key = next(k for k in declared_keys(name) if k.field_name == source_of)
+                path = self.raw(name, secret_key.setting.file_key or "")
+                values[item.name] = Path(path) if path is not None else None
         return SECTIONS[name](**values)
 
     def secret(self, key: Key) -> str | None:

@@ -76,6 +76,8 @@ class LdapConfig:
     base_dn: str = setting("", v.dn, "where accounts are searched (subtree)", required=True)
     bind_dn: str | None = setting(None, v.text, "the DN to bind as; none: anonymous")
     bind_password: str | None = secret("the bind password", file_key="bind_password_file")
+    # Not a key of its own: where bind_password was read from, for error messages.
+    bind_password_file: Path | None = field(default=None, metadata={"source_of": "bind_password"})
     filter: str | None = setting(None, v.ldap_filter, "ANDed to every search")
     start_tls: bool = setting(True, v.boolean, "upgrade ldap:// with StartTLS")
     ca_file: Path | None = setting(None, v.existing_file, "CA certificates to verify the server")
@@ -260,6 +262,8 @@ def declared_keys(section: str | None = None) -> Iterator[Key]:
         if section is not None and name != section:
             continue
         for item in dataclasses.fields(cls):
+            if "setting" not in item.metadata:  # filled by the reader, not an INI key
+                continue
             declared: Setting = item.metadata["setting"]
             if declared.each_of:
                 for key in declared.each_of:

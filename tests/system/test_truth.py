@@ -174,3 +174,108 @@ def test_reset_of_a_failed_entry_needs_no_flag_and_keeps_an_overdue_date(tmp_pat
     assert entry["sstprovisioningmode"] == ["add"]
     assert entry["sstprovisioningexecutiondate"] == [overdue]
     assert "sstprovisioningreturnvalue" not in entry
+
+
+# --- 10.8: check answers fast with LDAP down; deterministic failures are not retried ---
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def fresh_status(setup) -> None:
+    """A status file of a run that just ended well, so check speaks only of LDAP."""
+    from datetime import UTC, datetime
+
+    moment = datetime.now(UTC).isoformat()
+    setup.status_file.parent.mkdir(parents=True, exist_ok=True)
+    setup.status_file.write_text(json.dumps(
+        {"started": moment, "finished": moment, "exit_code": 0, "error": None}
+    ))  # fmt: skip
+
+
+def attempt_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if "LDAP attempt" in line]
+
+
+def test_check_makes_one_attempt_per_uri_whatever_the_configured_attempts(tmp_path):
+    down = f"ldap://127.0.0.1:{free_port()}"
+    setup = write_config(tmp_path, None, uri=down, base_dn="dc=x", start_tls="no",
+                         attempts="3", retry_delay="30", timeout="10")  # fmt: skip
+    fresh_status(setup)
+    check = run_process(setup, "check")
+    assert check.code == 3, check.out + check.err
+    assert check.out.startswith("PROVBACKUP UNKNOWN - cannot read the directory: ")
+    assert "after 1 attempt(s)" in check.out, check.out
+    assert len(attempt_lines(check.err)) == 1, check.err
+    # process and scan keep the configured rounds (here without their 30 s pauses).
+    setup = write_config(tmp_path, None, uri=down, base_dn="dc=x", start_tls="no",
+                         attempts="3", retry_delay="0")  # fmt: skip
+    scan = run_process(setup, "scan")
+    assert scan.code == 69 and len(attempt_lines(scan.err)) == 3, scan.err
+
+
+def test_check_gives_up_on_servers_that_never_answer(tmp_path):
+    import socket
+
+    # Three listening sockets that never accept: TCP connects, LDAP never answers.
+    silent = [socket.socket() for _ in range(3)]
+    try:
+        uris = []
+        for sock in silent:
+            sock.bind(("127.0.0.1", 0))
+            sock.listen(16)
+            uris.append(f"ldap://127.0.0.1:{sock.getsockname()[1]}")
+        setup = write_config(tmp_path, None, uri=" ".join(uris), base_dn="dc=x",
+                             start_tls="no", attempts="5", retry_delay="5",
+                             timeout="30")  # fmt: skip
+        fresh_status(setup)
+        check = run_process(setup, "check", timeout=60)
+    finally:
+        for sock in silent:
+            sock.close()
+    assert check.code == 3, check.out + check.err
+    assert check.out.startswith("PROVBACKUP UNKNOWN - ")
+    assert "no LDAP server answered within 4.5 s" in check.out, check.out
+
+
+def test_a_server_without_starttls_is_not_retried(tmp_path):
+    from sandbox import Slapd
+
+    with Slapd(tmp_path / "plain", tls=False) as plain:
+        plain.add_base()
+        setup = write_config(tmp_path, plain, start_tls="yes", attempts="3", retry_delay="0")
+        for command in ("scan", "process"):
+            result = run_process(setup, command)
+            assert result.code == 69, result.err
+            assert attempt_lines(result.err) == [], "a deterministic failure is no 'attempt'"
+            assert result.err.count("not retried") == 1, result.err
+            final = error_lines(result.err)[-1]
+            assert "does not offer StartTLS" in final and "start_tls = no" in final
+        fresh_status(setup)
+        check = run_process(setup, "check")
+        assert check.code == 3 and "does not offer StartTLS" in check.out, check.out
+        assert attempt_lines(check.err) == [] and check.err.count("not retried") == 1
+
+
+def test_a_wrong_password_is_tried_once_and_names_the_password_file(tmp_path, ldap_server):
+    secret = tmp_path / "ldap.secret"
+    secret.write_text("not-the-password\n")
+    secret.chmod(0o600)
+    setup = write_config(tmp_path, ldap_server, bind_password_file=str(secret),
+                         attempts="3", retry_delay="0")  # fmt: skip
+    text = setup.config.read_text()
+    setup.config.write_text(
+        "\n".join(line for line in text.splitlines() if not line.startswith("bind_password ="))
+    )
+    result = run_process(setup, "scan")
+    assert result.code == 69, result.err
+    assert attempt_lines(result.err) == []
+    lines = error_lines(result.err)
+    assert len(lines) == 1, result.err
+    assert "invalid credentials" in lines[0] and str(secret) in lines[0]
+    assert "not-the-password" not in result.err
