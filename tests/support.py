@@ -20,7 +20,7 @@ from provbackup.config import BackupConfig, Config, DeleteConfig, LdapConfig, Rs
 from provbackup.model import Account, Verb
 from provbackup.paths import account_paths
 from provbackup.plan import AccountPlan, build_plan
-from sandbox import Slapd
+from sandbox import Slapd, entries_to_ldif
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 RSNAPSHOT = "/usr/bin/rsnapshot"
@@ -237,3 +237,12 @@ def fingerprint(top: Path) -> dict[str, tuple]:
                 content,
             )
     return result
+
+
+def load_offline(server: Slapd, entries: list[tuple[str, dict[str, list[str]]]]) -> None:
+    """Add entries that may break the schema, with slapadd -s while slapd is stopped."""
+    server.stop()
+    try:
+        server.load_ldif_offline(entries_to_ldif(entries), check_schema=False)
+    finally:
+        server.start()

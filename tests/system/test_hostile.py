@@ -20,9 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support import Setup, fingerprint, modify_entry, read_entry, run, write_config
+from support import (
+    Setup,
+    fingerprint,
+    load_offline,
+    modify_entry,
+    read_entry,
+    run,
+    write_config,
+)
 
-from sandbox import Slapd, account_entry, entries_to_ldif
+from sandbox import Slapd, account_entry
 
 GOOD = ("good-a", "good-b")
 FULLWIDTH = "\uff16\uff10\uff10\uff10"  # "6000" in fullwidth digits: str.isdigit() says yes
@@ -291,15 +299,6 @@ def hostile_entry(item: Hostile, base_dn: str, index: int) -> tuple[str, dict[st
     # which slapd refuses every later modify of the entry.
     attributes["structuralObjectClass"] = ["account"]
     return dn, attributes
-
-
-def load_offline(server: Slapd, entries: list[tuple[str, dict[str, list[str]]]]) -> None:
-    """Add entries that may break the schema, with slapadd -s while slapd is stopped."""
-    server.stop()
-    try:
-        server.load_ldif_offline(entries_to_ldif(entries), check_schema=False)
-    finally:
-        server.start()
 
 
 def outside_fingerprint(tmp_path: Path) -> dict[str, tuple]:
