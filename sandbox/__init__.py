@@ -1,8 +1,8 @@
 """A throwaway local OpenLDAP server (slapd) for the tests, the demo and the benchmark.
 
-Not part of the installed product: it lives at the top of the checkout and
-uses the checkout's ``schema/`` and ``examples/``. Split by job, like
-python-ldap's slapdtest:
+Not part of the installed product: its own package at the top of the
+checkout, like python-ldap's slapdtest, using the checkout's ``schema/`` and
+``examples/``. One module per job:
 
 - :mod:`sandbox.slapd`: :class:`Slapd`, the server's life cycle;
   :mod:`sandbox.configuration` writes its ``slapd.conf``,
