@@ -80,7 +80,7 @@ def add_entries(
     added = 0
     for dn, attributes in entries:
         values = {name: list(value) for name, value in attributes.items()}
-        if connection.add(dn, attributes=values):
+        if connection.add(dn, attributes=values):  # type: ignore[no-untyped-call,unused-ignore]
             added += 1
             continue
         result = connection.result
@@ -117,7 +117,8 @@ def delete_below(connection: ldap3.Connection, base_dn: str) -> int:
     names = [name for name in names if name.lower() != base_dn.lower()]
     names.sort(key=lambda name: name.count(","), reverse=True)  # children first
     for name in names:
-        if not connection.delete(name) and connection.result.get("result") != _NO_SUCH_OBJECT:
+        deleted = connection.delete(name)  # type: ignore[no-untyped-call,unused-ignore]
+        if not deleted and connection.result.get("result") != _NO_SUCH_OBJECT:
             raise SandboxError(f"deleting {name}: {connection.result}")
     if names:
         logger.debug("sandbox slapd: deleted %d entries below %s", len(names), base_dn)
@@ -161,7 +162,9 @@ def slapadd(
         SandboxError: slapadd failed (its output included).
     """
     with _ldif_file(ldif, work_directory) as path:
-        command = [SLAPADD_PROGRAM, "-q", "-f", config_file, "-b", suffix, "-l", path]
+        command: list[str | os.PathLike[str]] = [
+            SLAPADD_PROGRAM, "-q", "-f", config_file, "-b", suffix, "-l", path,
+        ]  # fmt: skip
         if not check_schema:
             command.append("-s")
         started = time.monotonic()

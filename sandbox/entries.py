@@ -237,10 +237,11 @@ def _ldif_line(name: str, value: str | bytes | int) -> str:
     """Format one ``name: value`` LDIF line, base64-encoding unsafe values (RFC 2849)."""
     if isinstance(value, bytes):
         try:
-            value = value.decode("ascii")
+            text = value.decode("ascii")
         except UnicodeDecodeError:
             return f"{name}:: {base64.b64encode(value).decode('ascii')}"
-    text = str(value)
+    else:
+        text = str(value)
     if text and _UNSAFE_LDIF_VALUE.search(text):
         return f"{name}:: {base64.b64encode(text.encode('utf-8')).decode('ascii')}"
     return f"{name}: {text}"

@@ -74,7 +74,7 @@ def run_command(command: Sequence[str | os.PathLike[str]], *, what: str, **optio
         raise SandboxError(
             f"{what} failed (exit {completed.returncode}): {completed.stdout.strip()}"
         )
-    return completed.stdout
+    return str(completed.stdout)
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
@@ -156,6 +156,7 @@ def wait_for_bind(
         SandboxError: the process exited, or no bind succeeded within ``timeout`` seconds.
     """
     import ldap3
+    from ldap3.core.exceptions import LDAPException
 
     deadline = time.monotonic() + timeout
     delay = 0.005
@@ -173,7 +174,7 @@ def wait_for_bind(
                 last_problem = f"bind refused: {connection.result.get('description')}"
             finally:
                 connection.unbind()
-        except (OSError, ldap3.core.exceptions.LDAPException) as error:
+        except (OSError, LDAPException) as error:
             last_problem = str(error) or type(error).__name__
         if time.monotonic() > deadline:
             raise SandboxError(f"no successful bind within {timeout} s: {last_problem}")
