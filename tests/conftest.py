@@ -18,9 +18,16 @@ to set up and inspect data.
 
 from __future__ import annotations
 
+import itertools
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from btrfs_image import BtrfsImage
+from btrfs_image import unavailable as btrfs_unavailable
 
 from sandbox import Slapd, stoney_schema_path
 
@@ -71,3 +78,47 @@ def stoney_slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
 def stoney_ldap_server(stoney_slapd: Slapd) -> Slapd:
     """The stoney-schema slapd, running, with an empty ``accounts_dn``."""
     return _fresh(stoney_slapd)
+
+
+@pytest.fixture(scope="session")
+def btrfs_image() -> Iterator[BtrfsImage]:
+    """A loop-mounted btrfs with full qgroups for the session; skips where none can be mounted."""
+    yield from _btrfs(simple_quotas=False)
+
+
+@pytest.fixture(scope="session")
+def btrfs_simple_image() -> Iterator[BtrfsImage]:
+    """A loop-mounted btrfs with simple quotas (kernel 6.7+); skips where there is none."""
+    yield from _btrfs(simple_quotas=True)
+
+
+@pytest.fixture
+def btrfs_root(btrfs_image: BtrfsImage, request: pytest.FixtureRequest) -> Path:
+    """A fresh directory on the session's btrfs (full qgroups), for one test's backup root."""
+    root = btrfs_image.mount / f"{request.node.name[:60]}-{os.getpid()}-{next(_roots)}"
+    root.mkdir()
+    return root
+
+
+_roots = itertools.count()
+
+
+def _btrfs(*, simple_quotas: bool) -> Iterator[BtrfsImage]:
+    reason = btrfs_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    # Not below pytest's 0700 temporary directory: customers (other uids) must reach the mount.
+    directory = Path(tempfile.mkdtemp(prefix="provbackup-btrfs-"))
+    directory.chmod(0o711)
+    image = BtrfsImage(directory, simple_quotas=simple_quotas)
+    try:
+        image.__enter__()
+    except (RuntimeError, OSError) as error:
+        image.close()
+        shutil.rmtree(directory, ignore_errors=True)
+        pytest.skip(f"cannot mount a btrfs image on this machine: {error}")
+    try:
+        yield image
+    finally:
+        image.close()
+        shutil.rmtree(directory, ignore_errors=True)

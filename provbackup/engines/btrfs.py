@@ -1,0 +1,252 @@
+"""The btrfs engine's accounts: incoming/ a subvolume in its own qgroup, safe deletion.
+
+Experimental: docs/btrfs.md has the spike behind every choice. Per
+account, ``incoming/`` is a subvolume; the level-1 qgroup ``1/<its id>``
+holds it, every snapshot of it (:mod:`provbackup.engines.btrfs_snapshot`)
+and any subvolume a customer makes inside it, limited to ``sstQuota``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from provbackup.engines import btrfs_ioctl as kernel
+from provbackup.errors import RETURN_FILESYSTEM, ConfigError, WorkError
+from provbackup.work.safe import (
+    Directory,
+    lstat_entry,
+    open_directory,
+    open_root,
+    remove_non_directory,
+    remove_tree,
+)
+
+logger = logging.getLogger(__name__)
+
+STAGING_DIRECTORY = "snapshot-staging"  # in the account directory, root only
+INCOMING = "incoming"
+SNAPSHOTS = ".snapshots"
+MAX_DELETE_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class Filesystem:
+    """The backup root's btrfs: its UUID (sysfs name) and quota mode (qgroup, squota)."""
+
+    uuid: str
+    quota_mode: str
+
+
+def check_backup_root(root: Path) -> Filesystem:
+    """Check that ``root`` is on btrfs with quotas enabled; return what was found.
+
+    Raises ConfigError (exit 78) naming the fix otherwise, WorkError when
+    the root is missing.
+    """
+    with open_root(root) as directory:
+        if not kernel.is_btrfs(directory.fd):
+            raise ConfigError(
+                f"[backup] engine = btrfs: the backup root {root} is not on a btrfs filesystem"
+            )
+        uuid = kernel.fsid(directory.fd)
+    enabled, mode, inconsistent = kernel.quota_state(uuid)
+    if not enabled:
+        raise ConfigError(
+            f"[backup] engine = btrfs: quotas are not enabled on {root}'s filesystem "
+            f"(btrfs quota enable {root}; docs/btrfs.md says which mode)"
+        )
+    if inconsistent:
+        logger.warning(
+            "%s: the btrfs qgroup figures are marked inconsistent: usage figures are off "
+            "until `btrfs quota rescan %s` finished",
+            root, root,
+        )  # fmt: skip
+    return Filesystem(uuid, mode)
+
+
+def qgroup_text(qgroup: int) -> str:
+    """Return ``level/id`` for a qgroup id."""
+    return f"{qgroup >> 48}/{qgroup & ((1 << 48) - 1)}"
+
+
+def account_qgroup(incoming: Directory) -> int:
+    """Return the account's qgroup: ``1/<id of its incoming/ subvolume>``."""
+    return kernel.qgroup_id(1, kernel.subvolume_id(incoming.fd))
+
+
+def ensure_incoming(home: Directory, steps: list[str]) -> None:
+    """Make ``incoming/`` in the open home a subvolume in its own level-1 qgroup.
+
+    Idempotent; a run killed between the calls is completed by the next.
+    Owner and mode are the caller's (as for any directory). Raises
+    WorkError for a plain ``incoming/`` directory (made by the rsnapshot
+    engine: its data cannot be moved into a subvolume by a rename).
+    """
+    status = lstat_entry(home, INCOMING)
+    if status is None:
+        kernel.create_subvolume(home.fd, INCOMING)
+        steps.append(f"created subvolume {home.path / INCOMING}")
+    elif stat.S_ISDIR(status.st_mode) and not kernel.is_subvolume_root(status):
+        raise WorkError(
+            f"{home.path / INCOMING}: a plain directory, not a btrfs subvolume "
+            "([backup] engine = btrfs; docs/btrfs.md says how to convert an account)",
+            return_value=RETURN_FILESYSTEM,
+        )
+    with open_directory(home, INCOMING) as incoming:
+        member = kernel.qgroup_id(0, kernel.subvolume_id(incoming.fd))
+        qgroup = account_qgroup(incoming)
+        # qgroup calls go through home (outside the account's qgroup): a full
+        # account refuses even a limit change made through its own subvolume (EDQUOT).
+        if kernel.create_qgroup(home.fd, qgroup):
+            steps.append(f"created qgroup {qgroup_text(qgroup)}")
+        if kernel.assign_qgroup(home.fd, member, qgroup):
+            steps.append(f"qgroup {qgroup_text(member)} in {qgroup_text(qgroup)}")
+
+
+def set_limit(home: Directory, quota_bytes: int | None) -> str:
+    """Limit the account's qgroup to ``quota_bytes`` (None: no limit); return the step."""
+    with open_directory(home, INCOMING) as incoming:
+        qgroup = account_qgroup(incoming)
+        kernel.limit_qgroup(home.fd, qgroup, quota_bytes)
+    limit = "none" if quota_bytes is None else f"{quota_bytes} bytes"
+    return f"qgroup {qgroup_text(qgroup)} limit {limit}"
+
+
+def usage(home: Directory, filesystem: Filesystem) -> tuple[int, int]:
+    """Return (backup, snapshot) bytes of the account from its qgroups, walking nothing.
+
+    backup is what ``incoming/`` references; snapshot what the account's
+    qgroup references beyond it (snapshots, subvolumes made inside
+    incoming/), shared extents counted once. Under simple quotas extents
+    are charged to the subvolume that wrote them: backup then includes
+    what only snapshots still hold (docs/btrfs.md).
+    """
+    with open_directory(home, INCOMING) as incoming:
+        number = kernel.subvolume_id(incoming.fd)
+    backup = kernel.read_qgroup(filesystem.uuid, kernel.qgroup_id(0, number), "referenced")
+    total = kernel.read_qgroup(filesystem.uuid, kernel.qgroup_id(1, number), "referenced")
+    return backup, max(total - backup, 0)
+
+
+def delete_snapshot(parent: Directory, name: str) -> None:
+    """Delete the snapshot ``name`` of the open directory (a plain directory is removed)."""
+    status = lstat_entry(parent, name)
+    if status is None:
+        return
+    if stat.S_ISDIR(status.st_mode) and kernel.is_subvolume_root(status):
+        kernel.delete_subvolume(parent.fd, name)
+    elif stat.S_ISDIR(status.st_mode):
+        remove_tree(parent, name)
+    else:
+        remove_non_directory(parent, name)
+
+
+def nested_subvolumes(incoming: Directory) -> list[tuple[int, str]]:
+    """Return (id, path below incoming/) of every subvolume inside it, parents first.
+
+    Found in the root tree by id, breadth first: no directory a customer
+    controls is opened or walked.
+    """
+    found: list[tuple[int, str]] = []
+    queue = [(kernel.subvolume_id(incoming.fd), "")]
+    while queue:
+        parent, prefix = queue.pop(0)
+        for child in kernel.child_subvolumes(incoming.fd, parent):
+            where = kernel.directory_path(incoming.fd, parent, child.directory_inode)
+            path = f"{prefix}{where}{child.name}"
+            found.append((child.subvolume, path))
+            queue.append((child.subvolume, f"{path}/"))
+    return found
+
+
+def adopt_nested(home: Directory, incoming: Directory, qgroup: int) -> list[str]:
+    """Count subvolumes a customer made inside incoming/ in the account's qgroup.
+
+    Returns the steps; each one found is logged as a warning: its files are
+    in the quota from now on, but not in the snapshots (a snapshot stops at
+    a subvolume boundary).
+    """
+    steps: list[str] = []
+    for number, path in nested_subvolumes(incoming):
+        if kernel.assign_qgroup(home.fd, kernel.qgroup_id(0, number), qgroup):
+            steps.append(f"counted subvolume {incoming.path / path} in {qgroup_text(qgroup)}")
+        logger.warning(
+            "%s: a subvolume made inside incoming/ (id %d): counted in the quota, "
+            "its files are not in the snapshots",
+            incoming.path / path, number,
+        )  # fmt: skip
+    return steps
+
+
+def delete_incoming(home: Directory) -> list[str]:
+    """Delete ``incoming/`` of the open home and every subvolume inside it, deepest first.
+
+    By id, never by a path a customer could have swapped; retried when a
+    customer still logged in makes a new subvolume meanwhile. Returns the
+    steps; a missing incoming/ is nothing to do.
+    """
+    steps: list[str] = []
+    status = lstat_entry(home, INCOMING)
+    if status is None or not (stat.S_ISDIR(status.st_mode) and kernel.is_subvolume_root(status)):
+        return steps
+    for attempt in range(MAX_DELETE_ATTEMPTS):
+        with open_directory(home, INCOMING) as incoming:
+            nested = nested_subvolumes(incoming)
+            for number, path in reversed(nested):
+                with contextlib.suppress(FileNotFoundError):
+                    kernel.delete_subvolume_by_id(home.fd, number)
+                steps.append(f"deleted subvolume {incoming.path / path}")
+        try:
+            kernel.delete_subvolume(home.fd, INCOMING)
+        except OSError as error:
+            if error.errno != errno.ENOTEMPTY or attempt == MAX_DELETE_ATTEMPTS - 1:
+                raise
+            continue
+        steps.append(f"deleted subvolume {home.path / INCOMING}")
+        break
+    return steps
+
+
+def delete_account_subvolumes(account: Directory, uid: str) -> list[str]:
+    """Delete every subvolume of the open account directory (before removing the rest).
+
+    Staged snapshots, ``chroot/home/<uid>/.snapshots/*`` and ``incoming/``
+    (with what a customer made inside). Reached one component at a time
+    without following a symlink; the account's qgroup is destroyed when
+    the kernel lets it (it may still hold subvolumes being cleaned up).
+    Returns the steps.
+    """
+    steps: list[str] = []
+    with contextlib.ExitStack() as stack:
+        with contextlib.suppress(FileNotFoundError):
+            staging = stack.enter_context(open_directory(account, STAGING_DIRECTORY))
+            for name in sorted(os.listdir(staging.fd)):
+                delete_snapshot(staging, name)
+        try:
+            home = account
+            for name in ("chroot", "home", uid):
+                home = stack.enter_context(open_directory(home, name))
+        except FileNotFoundError:
+            return steps
+        with contextlib.suppress(FileNotFoundError):
+            snapshots = stack.enter_context(open_directory(home, SNAPSHOTS))
+            for name in sorted(os.listdir(snapshots.fd)):
+                delete_snapshot(snapshots, name)
+                steps.append(f"deleted {snapshots.path / name}")
+        qgroup = None
+        with contextlib.suppress(OSError), open_directory(home, INCOMING) as incoming:
+            qgroup = account_qgroup(incoming)
+        steps += delete_incoming(home)
+        if qgroup is not None:
+            try:
+                kernel.destroy_qgroup(account.fd, qgroup)
+                steps.append(f"destroyed qgroup {qgroup_text(qgroup)}")
+            except OSError as error:
+                logger.debug("qgroup %s kept: %s", qgroup_text(qgroup), error.strerror)
+    return steps
