@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provbackup.config import Config
+from provbackup.engines import ENGINE_BTRFS
 from provbackup.logs import escape_control
 from provbackup.model import ROOT_ID, Account, Verb, owner_text
 from provbackup.paths import (
@@ -104,6 +105,7 @@ class AccountPlan:
     quota_note: str
     jail_template: Path | None
     quarantine_days: int
+    engine: str = "rsnapshot"
 
 
 def build_plan(account: Account, verb: Verb, config: Config) -> AccountPlan:
@@ -137,7 +139,10 @@ def build_plan(account: Account, verb: Verb, config: Config) -> AccountPlan:
         if active
         else (paths.rsnapshot_conf_inactive, paths.rsnapshot_conf)
     )
-    quota_argv, quota_note = _quota(account, quota_bytes, config)
+    if config.backup.engine == ENGINE_BTRFS:
+        quota_argv, quota_note = None, _qgroup_note(verb, quota_bytes)
+    else:
+        quota_argv, quota_note = _quota(account, quota_bytes, config)
     return AccountPlan(
         account=account,
         verb=verb,
@@ -152,6 +157,7 @@ def build_plan(account: Account, verb: Verb, config: Config) -> AccountPlan:
         quota_note=quota_note,
         jail_template=config.backup.jail_template,
         quarantine_days=config.delete.quarantine_days,
+        engine=config.backup.engine,
     )
 
 
@@ -219,6 +225,11 @@ def describe(plan: AccountPlan) -> list[str]:
     for spec in plan.directories:
         owner = owner_text(spec.uid, spec.gid)
         lines.append(f"directory {spec.path} {owner} {spec.mode:04o} ({spec.purpose})")
+    if plan.engine == ENGINE_BTRFS:
+        lines.append(
+            f"{paths.incoming} a btrfs subvolume in its own qgroup 1/<subvolume id> "
+            "([backup] engine = btrfs)"
+        )
     if plan.jail_template is not None:
         lines.append(
             f"copy jail template {plan.jail_template} into {paths.chroot} "
@@ -267,6 +278,14 @@ def _directories(paths: AccountPaths, account: Account) -> tuple[DirectorySpec, 
         DirectorySpec(paths.ssh, account.uid_number, gid, USER_DIRECTORY_MODE, "ssh keys"),
         DirectorySpec(paths.snapshots, ROOT_ID, gid, SNAPSHOTS_MODE, "snapshots"),
     )
+
+
+def _qgroup_note(verb: Verb, quota_bytes: int | None) -> str:
+    if verb is Verb.DELETE:
+        return "quota: the account's btrfs qgroup goes with its subvolumes"
+    if quota_bytes is None:
+        return "quota: btrfs qgroup of incoming/ and its snapshots, no limit (no sstQuota)"
+    return f"quota: btrfs qgroup of incoming/ and its snapshots limited to {quota_bytes} bytes"
 
 
 def _quota(

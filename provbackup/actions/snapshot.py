@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from provbackup.actions.common import Clock, search_named, utc_now
 from provbackup.config import INTERVALS, Config
+from provbackup.engines import ENGINE_BTRFS, btrfs
 from provbackup.errors import (
     EXIT_ENTRIES_FAILED,
     EXIT_LDAP_UNAVAILABLE,
@@ -185,18 +186,22 @@ def snapshot(
     if interval not in INTERVALS:
         raise UsageError(f"unknown interval {interval!r}; expected one of {', '.join(INTERVALS)}")
     report = SnapshotReport(interval=interval, started=clock(), dry_run=dry_run)
+    btrfs_engine = config.backup.engine == ENGINE_BTRFS
     argv = resolve_command(config.rsnapshot)
-    if argv is None:
+    if argv is None and not btrfs_engine:
         raise ConfigError(
             f"{config.source}: [rsnapshot] command: {config.rsnapshot.command!r} not found"
         )
     try:
-        with open_root(config.backup.root):
-            pass
+        if btrfs_engine:
+            btrfs.check_backup_root(config.backup.root)
+        else:
+            with open_root(config.backup.root):
+                pass
     except EntryError as error:
         raise ConfigError(f"{config.source}: [backup] root: {error}") from None
     raise_open_files_limit()
-    job = SnapshotJob(config, interval, argv, dry_run, clock)
+    job = SnapshotJob(config, interval, argv or [], dry_run, clock)
     lock = nullcontext() if dry_run else run_lock(lock_path(config, interval))
     with lock:
         try:

@@ -94,6 +94,9 @@ class BackupConfig:
 
     root: Path = setting(Path("/var/backup"), v.backup_root, "where every account lives")
     layout: str = setting("stoney", v.choice(v.LAYOUTS), "how account directories are laid out")
+    engine: str = setting(
+        "rsnapshot", v.choice(v.ENGINES), "how snapshots and quotas are made: rsnapshot or btrfs"
+    )
     jail_template: Path | None = setting(
         None, v.existing_directory, "directory copied into every account's jail"
     )

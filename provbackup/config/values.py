@@ -14,6 +14,7 @@ from pathlib import Path
 
 INTERVALS = ("hourly", "daily", "weekly", "monthly", "yearly")
 LAYOUTS = ("stoney", "flat")
+ENGINES = ("rsnapshot", "btrfs")
 DATE_ATTRIBUTES = ("auto", "sstProvisioningExecutionDate", "sstProvisioningDate")
 SYSLOG_FACILITIES = (
     "auth", "authpriv", "cron", "daemon", "ftp", "kern", "lpr", "mail", "news",

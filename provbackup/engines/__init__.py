@@ -1,0 +1,1 @@
+ENGINE_BTRFS = "btrfs"  # [backup] engine: see provbackup.engines.btrfs

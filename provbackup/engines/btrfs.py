@@ -17,9 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provbackup.engines import btrfs_ioctl as kernel
-from provbackup.errors import RETURN_FILESYSTEM, ConfigError, WorkError
+from provbackup.errors import (
+    RETURN_FILESYSTEM,
+    ConfigError,
+    EntryError,
+    ProvbackupError,
+    WorkError,
+)
 from provbackup.work.safe import (
-    Directory,
+    OpenDirectory,
     lstat_entry,
     open_directory,
     open_root,
@@ -75,12 +81,12 @@ def qgroup_text(qgroup: int) -> str:
     return f"{qgroup >> 48}/{qgroup & ((1 << 48) - 1)}"
 
 
-def account_qgroup(incoming: Directory) -> int:
+def account_qgroup(incoming: OpenDirectory) -> int:
     """Return the account's qgroup: ``1/<id of its incoming/ subvolume>``."""
     return kernel.qgroup_id(1, kernel.subvolume_id(incoming.fd))
 
 
-def ensure_incoming(home: Directory, steps: list[str]) -> None:
+def ensure_incoming(home: OpenDirectory, steps: list[str]) -> None:
     """Make ``incoming/`` in the open home a subvolume in its own level-1 qgroup.
 
     Idempotent; a run killed between the calls is completed by the next.
@@ -109,7 +115,7 @@ def ensure_incoming(home: Directory, steps: list[str]) -> None:
             steps.append(f"qgroup {qgroup_text(member)} in {qgroup_text(qgroup)}")
 
 
-def set_limit(home: Directory, quota_bytes: int | None) -> str:
+def set_limit(home: OpenDirectory, quota_bytes: int | None) -> str:
     """Limit the account's qgroup to ``quota_bytes`` (None: no limit); return the step."""
     with open_directory(home, INCOMING) as incoming:
         qgroup = account_qgroup(incoming)
@@ -118,7 +124,7 @@ def set_limit(home: Directory, quota_bytes: int | None) -> str:
     return f"qgroup {qgroup_text(qgroup)} limit {limit}"
 
 
-def usage(home: Directory, filesystem: Filesystem) -> tuple[int, int]:
+def usage(home: OpenDirectory) -> tuple[int, int]:
     """Return (backup, snapshot) bytes of the account from its qgroups, walking nothing.
 
     backup is what ``incoming/`` references; snapshot what the account's
@@ -129,12 +135,13 @@ def usage(home: Directory, filesystem: Filesystem) -> tuple[int, int]:
     """
     with open_directory(home, INCOMING) as incoming:
         number = kernel.subvolume_id(incoming.fd)
-    backup = kernel.read_qgroup(filesystem.uuid, kernel.qgroup_id(0, number), "referenced")
-    total = kernel.read_qgroup(filesystem.uuid, kernel.qgroup_id(1, number), "referenced")
+        uuid = kernel.fsid(incoming.fd)
+    backup = kernel.read_qgroup(uuid, kernel.qgroup_id(0, number), "referenced")
+    total = kernel.read_qgroup(uuid, kernel.qgroup_id(1, number), "referenced")
     return backup, max(total - backup, 0)
 
 
-def delete_snapshot(parent: Directory, name: str) -> None:
+def delete_snapshot(parent: OpenDirectory, name: str) -> None:
     """Delete the snapshot ``name`` of the open directory (a plain directory is removed)."""
     status = lstat_entry(parent, name)
     if status is None:
@@ -147,7 +154,7 @@ def delete_snapshot(parent: Directory, name: str) -> None:
         remove_non_directory(parent, name)
 
 
-def nested_subvolumes(incoming: Directory) -> list[tuple[int, str]]:
+def nested_subvolumes(incoming: OpenDirectory) -> list[tuple[int, str]]:
     """Return (id, path below incoming/) of every subvolume inside it, parents first.
 
     Found in the root tree by id, breadth first: no directory a customer
@@ -165,7 +172,7 @@ def nested_subvolumes(incoming: Directory) -> list[tuple[int, str]]:
     return found
 
 
-def adopt_nested(home: Directory, incoming: Directory, qgroup: int) -> list[str]:
+def adopt_nested(home: OpenDirectory, incoming: OpenDirectory, qgroup: int) -> list[str]:
     """Count subvolumes a customer made inside incoming/ in the account's qgroup.
 
     Returns the steps; each one found is logged as a warning: its files are
@@ -184,7 +191,7 @@ def adopt_nested(home: Directory, incoming: Directory, qgroup: int) -> list[str]
     return steps
 
 
-def delete_incoming(home: Directory) -> list[str]:
+def delete_incoming(home: OpenDirectory) -> list[str]:
     """Delete ``incoming/`` of the open home and every subvolume inside it, deepest first.
 
     By id, never by a path a customer could have swapped; retried when a
@@ -213,7 +220,18 @@ def delete_incoming(home: Directory) -> list[str]:
     return steps
 
 
-def delete_account_subvolumes(account: Directory, uid: str) -> list[str]:
+def remove_account_subvolumes(account: OpenDirectory, uid: str) -> list[str]:
+    """On btrfs, delete the subvolumes of the open account directory (see below); else nothing.
+
+    Called before a removal whatever the engine: a tree with read-only
+    snapshots cannot be emptied file by file (EROFS).
+    """
+    if not kernel.is_btrfs(account.fd):
+        return []
+    return delete_account_subvolumes(account, uid)
+
+
+def delete_account_subvolumes(account: OpenDirectory, uid: str) -> list[str]:
     """Delete every subvolume of the open account directory (before removing the rest).
 
     Staged snapshots, ``chroot/home/<uid>/.snapshots/*`` and ``incoming/``
@@ -250,3 +268,36 @@ def delete_account_subvolumes(account: Directory, uid: str) -> list[str]:
             except OSError as error:
                 logger.debug("qgroup %s kept: %s", qgroup_text(qgroup), error.strerror)
     return steps
+
+
+def describe_account(root: Path, home: Path) -> str:
+    """Say, for ``show``, what incoming/ of ``home`` is: subvolume, qgroup, limit, figures.
+
+    Reached from ``root`` one component at a time without following a
+    symlink; never raises (a problem is the answer).
+    """
+    try:
+        with contextlib.ExitStack() as stack:
+            directory = stack.enter_context(open_root(root))
+            for name in home.relative_to(root).parts:
+                directory = stack.enter_context(open_directory(directory, name))
+            status = lstat_entry(directory, INCOMING)
+            if status is None:
+                return "incoming/ missing"
+            if not kernel.is_subvolume_root(status):
+                return "incoming/ is a plain directory, not a subvolume"
+            incoming = stack.enter_context(open_directory(directory, INCOMING))
+            number = kernel.subvolume_id(incoming.fd)
+            uuid = kernel.fsid(incoming.fd)
+            qgroup = kernel.qgroup_id(1, number)
+            figures = {
+                field: kernel.read_qgroup(uuid, qgroup, field)
+                for field in ("referenced", "max_referenced", "limit_flags")
+            }
+    except (OSError, ProvbackupError, EntryError, ValueError) as error:
+        return f"unknown: {error}"
+    limit = f"{figures['max_referenced']} bytes" if figures["limit_flags"] & 1 else "none"
+    return (
+        f"incoming/ subvolume {number}, qgroup {qgroup_text(qgroup)}: "
+        f"{figures['referenced']} bytes referenced, limit {limit}"
+    )

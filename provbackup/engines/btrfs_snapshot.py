@@ -43,7 +43,7 @@ from provbackup.engines.btrfs import (
 )
 from provbackup.work.safe import (
     OPEN_FILE_FLAGS,
-    Directory,
+    OpenDirectory,
     ensure_directory,
     lstat_entry,
     open_directory,
@@ -58,10 +58,10 @@ STAGING_MODE = 0o700  # root:root
 LIFTED_LIMIT = "lifted-limit"
 SNAPSHOT_ROOT_MODE = 0o750  # root:gidNumber, like the rsnapshot engine's snapshots
 
-Fix = Callable[[Directory], list[str]]
+Fix = Callable[[OpenDirectory], list[str]]
 
 
-def snapshot_names(snapshots: Directory, interval: str) -> dict[int, str]:
+def snapshot_names(snapshots: OpenDirectory, interval: str) -> dict[int, str]:
     """Return ``{N: "<interval>.N"}`` for the snapshots of ``interval`` in the open directory."""
     pattern = re.compile(rf"{re.escape(interval)}\.(\d{{1,6}})")
     found: dict[int, str] = {}
@@ -73,8 +73,8 @@ def snapshot_names(snapshots: Directory, interval: str) -> dict[int, str]:
 
 
 def take_snapshot(
-    account: Directory,
-    home: Directory,
+    account: OpenDirectory,
+    home: OpenDirectory,
     retain: tuple[tuple[str, int], ...],
     interval: str,
     moment: datetime,
@@ -134,8 +134,8 @@ def take_snapshot(
 
 
 def _stage(
-    incoming: Directory,
-    staging: Directory,
+    incoming: OpenDirectory,
+    staging: OpenDirectory,
     interval: str,
     qgroup: int,
     gid: int,
@@ -157,7 +157,7 @@ def _stage(
 
 
 def _even_when_full(
-    staging: Directory, qgroup: int, work: Callable[[], None], steps: list[str]
+    staging: OpenDirectory, qgroup: int, work: Callable[[], None], steps: list[str]
 ) -> None:
     """Run ``work``; when the account's full qgroup refuses it (EDQUOT), lift the limit for a retry.
 
@@ -184,7 +184,7 @@ def _even_when_full(
         remove_non_directory(staging, LIFTED_LIMIT)
 
 
-def recover_staging(staging: Directory, incoming: Directory) -> list[str]:
+def recover_staging(staging: OpenDirectory, incoming: OpenDirectory) -> list[str]:
     """Undo what a killed snapshot left in the open staging directory; return the steps.
 
     Puts back a qgroup limit it lifted, deletes staged subvolumes and removes
@@ -219,7 +219,7 @@ def recover_staging(staging: Directory, incoming: Directory) -> list[str]:
     return steps
 
 
-def _rotate(snapshots: Directory, interval: str, count: int, steps: list[str]) -> None:
+def _rotate(snapshots: OpenDirectory, interval: str, count: int, steps: list[str]) -> None:
     """Make room for a new ``<interval>.0``: drop the last kept, shift the others up by one."""
     existing = snapshot_names(snapshots, interval)
     for index in sorted(existing):
@@ -234,7 +234,7 @@ def _rotate(snapshots: Directory, interval: str, count: int, steps: list[str]) -
             )  # fmt: skip
 
 
-def prune(snapshots: Directory, retain: tuple[tuple[str, int], ...]) -> list[str]:
+def prune(snapshots: OpenDirectory, retain: tuple[tuple[str, int], ...]) -> list[str]:
     """Delete the snapshots ``retain`` no longer keeps (dropped intervals, beyond counts)."""
     counts = dict(retain)
     steps: list[str] = []

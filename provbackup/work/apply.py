@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from provbackup.config import Config
+from provbackup.engines import ENGINE_BTRFS, btrfs
 from provbackup.errors import RETURN_FILESYSTEM, EntryError, WorkError
 from provbackup.model import ROOT_ID, Verb, timestamp
 from provbackup.paths import (
@@ -114,6 +115,8 @@ def _provision(plan: AccountPlan, tester: ConfigTester, steps: list[str]) -> Non
         }
         for spec in plan.directories:
             text = str(spec.path)
+            if spec.path == paths.incoming and plan.engine == ENGINE_BTRFS:
+                btrfs.ensure_incoming(opened[str(paths.home)], steps)
             opened[text] = stack.enter_context(
                 ensure_directory(
                     opened[os.path.dirname(text)], spec.path.name, spec.uid, spec.gid, spec.mode,
@@ -134,6 +137,9 @@ def _provision(plan: AccountPlan, tester: ConfigTester, steps: list[str]) -> Non
             _write_conf(plan, account, tester, steps)
         # What /bin/getQuota prints: the new quota at once, the sizes of the last snapshot run.
         update_usage_quota(account, plan.account.gid_number, plan.account.quota_bytes, steps)
+        if plan.engine == ENGINE_BTRFS:
+            steps.append(btrfs.set_limit(opened[str(paths.home)], plan.account.quota_bytes))
+            return
     steps.append(set_quota(plan))
 
 
@@ -187,7 +193,7 @@ def _delete(plan: AccountPlan, now: datetime, steps: list[str], budget: Budget |
                     steps.append(f"deactivated {paths.rsnapshot_conf}")
             if plan.quarantine_days > 0:
                 _quarantine(plan, root, parent, now, steps)
-            elif remove_tree(parent, paths.account.name, budget):
+            elif _remove_account(plan, parent, budget, steps):
                 steps.append(f"removed {paths.account}")
             else:
                 # Out of time ([delete] time_budget): what is left waits in the
@@ -197,6 +203,15 @@ def _delete(plan: AccountPlan, now: datetime, steps: list[str], budget: Budget |
             steps.append(set_quota(plan))
             steps.append(f"{paths.account} does not exist: nothing to remove")
         _remove_empty_layout(plan, chain, steps)
+
+
+def _remove_account(
+    plan: AccountPlan, parent: OpenDirectory, budget: Budget | None, steps: list[str]
+) -> bool:
+    """Remove the account directory (its btrfs subvolumes first); False when out of time."""
+    with open_directory(parent, plan.paths.account.name) as account:
+        steps += btrfs.remove_account_subvolumes(account, plan.account.uid)
+    return remove_tree(parent, plan.paths.account.name, budget)
 
 
 def _refuse_while_rsnapshot_runs(account: OpenDirectory) -> None:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from provbackup.config import Config
+from provbackup.engines import ENGINE_BTRFS, btrfs
 from provbackup.entry import LdapEntry
 from provbackup.errors import EntryError, WorkError
 from provbackup.paths import AccountPaths, account_paths
@@ -31,10 +32,11 @@ def inspect_entry(entry: LdapEntry, config: Config) -> dict:
     missing or unusable in the configured layout.
     """
     uid = entry.single("uid")
-    return inspect_account(account_paths(config.backup.root, config.backup.layout, uid))
+    paths = account_paths(config.backup.root, config.backup.layout, uid)
+    return inspect_account(paths, engine=config.backup.engine)
 
 
-def inspect_account(paths: AccountPaths) -> dict:
+def inspect_account(paths: AccountPaths, *, engine: str = "rsnapshot") -> dict:
     """Describe the account's directories, rsnapshot.conf and newest snapshot.
 
     Walks from the backup root without following any symlink: a symlink or
@@ -44,8 +46,9 @@ def inspect_account(paths: AccountPaths) -> dict:
     (name -> ``path``, ``type`` and, where it exists, ``owner``, ``group``,
     ``mode``), ``rsnapshot_conf`` (``active``, ``inactive``, ``both`` or
     ``missing``) and ``newest_snapshot`` (``name`` and UTC ``time``, or
-    None). Never raises for what it finds; a missing backup root reads as
-    everything missing.
+    None), ``engine`` (``[backup] engine``) and, for btrfs, ``btrfs`` (the
+    incoming/ subvolume, its qgroup, limit and figures). Never raises for
+    what it finds; a missing backup root reads as everything missing.
     """
     named = {
         "account": paths.account,
@@ -63,7 +66,8 @@ def inspect_account(paths: AccountPaths) -> dict:
     conf = {(True, False): "active", (False, True): "inactive", (True, True): "both"}.get(
         (active, inactive), "missing"
     )
-    return {
+    view = {
+        "engine": engine if engine != ENGINE_BTRFS else "btrfs (experimental)",
         "account_dir": str(paths.account),
         "home": str(paths.home),
         "exists": entries["account"]["type"] == "directory",
@@ -73,6 +77,9 @@ def inspect_account(paths: AccountPaths) -> dict:
             _newest_snapshot(paths) if entries["snapshots"]["type"] == "directory" else None
         ),
     }
+    if engine == ENGINE_BTRFS:
+        view["btrfs"] = btrfs.describe_account(paths.root, paths.home)
+    return view
 
 
 def _probe(root: Path, path: Path) -> dict:

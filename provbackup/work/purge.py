@@ -12,14 +12,16 @@ from __future__ import annotations
 import logging
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from provbackup.engines import btrfs
 from provbackup.model import parse_timestamp
 from provbackup.paths import QUARANTINE_DIRECTORY
 from provbackup.work.remove import Budget
-from provbackup.work.safe import open_directory, open_root, remove_tree
+from provbackup.work.safe import lstat_entry, open_directory, open_root, remove_tree
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +74,11 @@ def purge_quarantine(root: Path, days: int, now: datetime, budget: Budget | None
                     result.unfinished.append(path)
                     continue
                 try:
+                    status = lstat_entry(quarantine, name)
+                    if status is not None and stat.S_ISDIR(status.st_mode):
+                        # Read-only snapshots cannot be emptied file by file: subvolumes first.
+                        with open_directory(quarantine, name) as account:
+                            btrfs.remove_account_subvolumes(account, match["uid"])
                     gone = remove_tree(quarantine, name, budget)
                 except Exception as error:  # one bad tree never stops the others or the run
                     logger.error("cannot purge %s: %s", path, error)

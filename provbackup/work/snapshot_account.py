@@ -17,12 +17,19 @@ from datetime import UTC, datetime
 
 from provbackup.accountlock import AccountBusyError, account_lock
 from provbackup.config import Config
+from provbackup.engines import ENGINE_BTRFS, btrfs, btrfs_snapshot
 from provbackup.errors import RETURN_RSNAPSHOT, EntryError, ProvbackupError
 from provbackup.paths import AccountPaths
 from provbackup.work.backuptime import fix_backup_time
 from provbackup.work.commands import run_command, tail
 from provbackup.work.safe import OpenDirectory, open_directory
-from provbackup.work.snapshots import migrate_layout, open_account, prune, read_conf
+from provbackup.work.snapshots import (
+    AccountConf,
+    migrate_layout,
+    open_account,
+    prune,
+    read_conf,
+)
 from provbackup.work.usage import (
     Usage,
     last_successful_backups,
@@ -123,33 +130,30 @@ def _snapshot(
             kept = ", ".join(f"{name} {count}" for name, count in conf.retain) or "nothing"
             result.outcome, result.message = SKIPPED, f"retains no {interval} ({kept})"
             return
+        btrfs_engine = job.config.backup.engine == ENGINE_BTRFS
         if job.dry_run:
             result.outcome = WOULD
-            result.message = f"rsnapshot -c {paths.rsnapshot_conf} {interval}" + (
-                "; move old-layout snapshots up one level" if conf.destination != "./" else ""
-            )
+            if btrfs_engine:
+                result.message = f"btrfs: read-only {interval}.0, rotated as rsnapshot does"
+            else:
+                result.message = f"rsnapshot -c {paths.rsnapshot_conf} {interval}" + (
+                    "; move old-layout snapshots up one level" if conf.destination != "./" else ""
+                )
             return
-        conf, steps = migrate_layout(account, home, conf, paths)
-        steps += prune(home, conf)
         moment = job.clock()
-        command = run_command(
-            [*job.rsnapshot_argv, "-c", str(paths.rsnapshot_conf), interval],
-            timeout=job.config.snapshot.timeout,
-            what=f"rsnapshot {interval}",
-            return_value=RETURN_RSNAPSHOT,
-            merge_output=True,
-        )
-        if command.returncode not in (0, RSNAPSHOT_WARNINGS):
-            result.steps = steps
-            result.message = f"rsnapshot {interval} {command.status_text()}: {tail(command.stdout)}"
-            return
-        if command.returncode == RSNAPSHOT_WARNINGS:
-            steps.append(f"rsnapshot warned: {tail(command.stdout)}")
+        if btrfs_engine:
+            steps = btrfs_snapshot.take_snapshot(
+                account, home, conf.retain, interval, moment,
+                lambda staged: fix_backup_time(staged, moment),
+            )  # fmt: skip
+        else:
+            done = _rsnapshot(job, paths, account, home, conf, moment, result)
+            if done is None:
+                return
+            steps = done
         with open_directory(home, ".snapshots") as snapshots:
-            if interval == conf.lowest:
-                steps += _fix_newest(snapshots, f"{interval}.0", moment)
             result.newest = newest_snapshot(snapshots)
-        result.usage = measure(home)
+        result.usage = Usage(*btrfs.usage(home)) if btrfs_engine else measure(home)
         result.hosts = last_successful_backups(home)
         if quota is None:
             previous = read_usage_file(account)
@@ -157,6 +161,41 @@ def _snapshot(
         write_usage_file(account, os.fstat(home.fd).st_gid, quota, result.usage)
         result.outcome, result.steps = DONE, steps
         result.message = "; ".join(steps)
+
+
+def _rsnapshot(
+    job: SnapshotJob,
+    paths: AccountPaths,
+    account: OpenDirectory,
+    home: OpenDirectory,
+    conf: AccountConf,
+    moment: datetime,
+    result: AccountResult,
+) -> list[str] | None:
+    """The rsnapshot engine's snapshot: layout migration, pruning, rsnapshot, backupTime.
+
+    Returns the steps, or None when rsnapshot failed (``result`` says why).
+    """
+    interval = job.interval
+    conf, steps = migrate_layout(account, home, conf, paths)
+    steps += prune(home, conf)
+    command = run_command(
+        [*job.rsnapshot_argv, "-c", str(paths.rsnapshot_conf), interval],
+        timeout=job.config.snapshot.timeout,
+        what=f"rsnapshot {interval}",
+        return_value=RETURN_RSNAPSHOT,
+        merge_output=True,
+    )
+    if command.returncode not in (0, RSNAPSHOT_WARNINGS):
+        result.steps = steps
+        result.message = f"rsnapshot {interval} {command.status_text()}: {tail(command.stdout)}"
+        return None
+    if command.returncode == RSNAPSHOT_WARNINGS:
+        steps.append(f"rsnapshot warned: {tail(command.stdout)}")
+    if interval == conf.lowest:
+        with open_directory(home, ".snapshots") as snapshots:
+            steps += _fix_newest(snapshots, f"{interval}.0", moment)
+    return steps
 
 
 def _fix_newest(snapshots: OpenDirectory, name: str, moment: datetime) -> list[str]:

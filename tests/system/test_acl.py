@@ -99,10 +99,7 @@ def test_with_our_schema_the_only_edit_is_the_documented_date_attribute(
     date = "sstProvisioningExecutionDate,"
     loaded = rule_lines(ldap_server.config_file.read_text())
     start = loaded.index(documented[0])
-    expected = [
-        line.replace(date, f"{date}sstProvisioningDate,")
-        for line in documented
-    ]
+    expected = [line.replace(date, f"{date}sstProvisioningDate,") for line in documented]
     assert loaded[start : start + len(documented)] == expected
     assert expected != documented  # the date really is added
 

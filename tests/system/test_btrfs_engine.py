@@ -25,7 +25,7 @@ from btrfs_image import BtrfsImage, customer
 from provbackup.engines import btrfs, btrfs_ioctl
 from provbackup.engines.btrfs_snapshot import STAGING_DIRECTORY, take_snapshot
 from provbackup.errors import ConfigError, WorkError
-from provbackup.work.safe import Directory, open_directory, open_root, remove_tree
+from provbackup.work.safe import OpenDirectory, open_directory, open_root, remove_tree
 
 UID = 61001
 GID = 61001
@@ -51,7 +51,7 @@ def make_account(root: Path, uid: int = UID, gid: int = GID) -> Path:
 
 
 @contextlib.contextmanager
-def opened(account: Path, uid: int = UID) -> Iterator[tuple[Directory, Directory]]:
+def opened(account: Path, uid: int = UID) -> Iterator[tuple[OpenDirectory, OpenDirectory]]:
     with open_root(account) as directory, open_root(account / "chroot" / "home" / str(uid)) as home:
         yield directory, home
 
@@ -253,7 +253,7 @@ def test_fix_runs_in_the_staged_snapshot_not_in_incoming(btrfs_root: Path) -> No
     incoming = home_of(account) / "incoming"
     write_as_customer(incoming / "host" / ".sepiola_backup" / "backupTime", b"TODAY\n")
 
-    def fix(staged: Directory) -> list[str]:
+    def fix(staged: OpenDirectory) -> list[str]:
         with (
             open_directory(staged, "host") as host,
             open_directory(host, ".sepiola_backup") as meta,
@@ -282,7 +282,7 @@ def test_full_account_still_gets_its_snapshot_and_keeps_its_limit(btrfs_root: Pa
         (incoming / "root-write").write_bytes(os.urandom(MIB))
     assert refused.value.errno == errno.EDQUOT
 
-    def fix(staged: Directory) -> list[str]:
+    def fix(staged: OpenDirectory) -> list[str]:
         with open_directory(staged, "host") as host:
             descriptor = os.open("fixed", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=host.fd)
             os.write(descriptor, os.urandom(64 * 1024))
@@ -321,9 +321,8 @@ def test_usage_comes_from_qgroups(btrfs_root: Path) -> None:
     customer(UID, GID, "rm", str(incoming / "host" / "old"))
     write_as_customer(incoming / "host" / "new", os.urandom(4 * MIB))
     os.sync()
-    filesystem = btrfs.check_backup_root(btrfs_root)
     with opened(account) as (_directory, home):
-        backup, snapshot = btrfs.usage(home, filesystem)
+        backup, snapshot = btrfs.usage(home)
     # 4 MiB in incoming/, the 8 MiB only the snapshot still holds
     assert 4 * MIB <= backup < 5 * MIB
     assert 8 * MIB <= snapshot < 9 * MIB

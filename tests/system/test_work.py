@@ -168,10 +168,7 @@ def test_add_creates_the_tree_with_owners_and_modes(config: Config, root: Path) 
     assert owner_and_mode(paths.ssh) == (USER, GROUP, 0o700)
     assert owner_and_mode(paths.snapshots) == (0, GROUP, 0o750)
     assert owner_and_mode(paths.rsnapshot_conf) == (0, 0, 0o644)
-    assert (
-        paths.rsnapshot_conf.read_text()
-        == plan_of(make_account(), "add", config).rsnapshot_conf
-    )
+    assert paths.rsnapshot_conf.read_text() == plan_of(make_account(), "add", config).rsnapshot_conf
     assert not paths.rsnapshot_conf_inactive.exists()
     assert sorted(os.listdir(paths.home)) == [".snapshots", ".ssh", "incoming"]
     assert any(step.startswith("created") for step in steps)

@@ -1,0 +1,205 @@
+"""``[backup] engine = btrfs`` end to end: process, snapshot, show and delete on a real btrfs.
+
+Accounts come from entries in a real slapd through ``process``; snapshots
+from ``provbackup snapshot``; customers are real uids (``setpriv``); the
+backup root is a directory on the suite's loop-mounted btrfs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from btrfs_image import BtrfsImage, customer
+from support import modify_entry, read_entry, run, write_config
+
+from provbackup.engines import btrfs_ioctl
+from provbackup.work.purge import purge_quarantine
+from sandbox import account_entry, jailkit_home_directory
+
+MIB = 1 << 20
+
+
+def account_dir(root: Path, uid: str) -> Path:
+    padded = uid.zfill(6)
+    return root / padded[-1] / padded[-3:] / padded[-6:-3] / uid
+
+
+def home_of(root: Path, uid: str) -> Path:
+    return account_dir(root, uid) / "chroot" / "home" / uid
+
+
+def btrfs_setup(tmp_path: Path, server, root: Path, extra: str = ""):
+    return write_config(
+        tmp_path, server, f"[backup]\nroot = {root}\nengine = btrfs\n{extra}"
+    )  # fmt: skip
+
+
+def provision(server, setup, root: Path, uid: str, **options) -> str:
+    dn, attributes = account_entry(
+        uid, base_dn=server.accounts_dn,
+        home_directory=jailkit_home_directory(root, uid), **options,
+    )  # fmt: skip
+    server.add_entries([(dn, attributes)])
+    result = run(setup, "process")
+    assert result.code == 0, result.out + result.err
+    return dn
+
+
+def ids(uid: str) -> tuple[int, int]:
+    """The uidNumber and gidNumber sandbox.account_entry gives ``uid``."""
+    return int(uid), int(uid)
+
+
+def write_as_customer(uid: str, target: Path, data: bytes) -> subprocess.CompletedProcess[bytes]:
+    number, group = ids(uid)
+    made = customer(number, group, "mkdir", "-p", str(target.parent))
+    assert made.returncode == 0, made.stderr
+    return subprocess.run(
+        ["setpriv", f"--reuid={number}", f"--regid={group}", "--clear-groups", "dd",
+         f"of={target}", "status=none", "bs=1M"],
+        input=data, capture_output=True, timeout=120,
+    )  # fmt: skip
+
+
+def qgroup(path: Path, field: str) -> int:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.sync()
+        number = btrfs_ioctl.subvolume_id(fd)
+        return btrfs_ioctl.read_qgroup(
+            btrfs_ioctl.fsid(fd), btrfs_ioctl.qgroup_id(1, number), field
+        )  # fmt: skip
+    finally:
+        os.close(fd)
+
+
+def subvolumes_below(mount: Path) -> set[int]:
+    fd = os.open(mount, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        found, queue = set(), [5]
+        while queue:
+            for child in btrfs_ioctl.child_subvolumes(fd, queue.pop()):
+                found.add(child.subvolume)
+                queue.append(child.subvolume)
+        return found
+    finally:
+        os.close(fd)
+
+
+def test_add_snapshot_modify_and_delete_an_account(
+    tmp_path: Path, ldap_server, btrfs_image: BtrfsImage, btrfs_root: Path
+) -> None:
+    before = subvolumes_below(btrfs_image.mount)
+    setup = btrfs_setup(tmp_path, ldap_server, btrfs_root)
+    uid = "1000101"
+    dn = provision(
+        ldap_server, setup, btrfs_root, uid, quota=24 * MIB, intervals={"daily": 2, "weekly": 1}
+    )
+    home = home_of(btrfs_root, uid)
+    incoming = home / "incoming"
+    assert incoming.stat().st_ino == btrfs_ioctl.SUBVOLUME_ROOT_INODE
+    status = incoming.stat()
+    assert (status.st_uid, status.st_gid, stat.S_IMODE(status.st_mode)) == (
+        int(uid),
+        int(uid),
+        0o700,
+    )
+    assert qgroup(incoming, "max_referenced") == 24 * MIB
+    assert not (tmp_path / "quota.log").exists()  # the qgroup, not the [quota] command
+
+    # The customer's upload, Sepiola's marker, and one upload too many.
+    assert write_as_customer(uid, incoming / "laptop" / "backup" / "f", b"v1").returncode == 0
+    write_as_customer(uid, incoming / "laptop" / ".sepiola_backup" / "backupTime", b"TODAY")
+    too_big = write_as_customer(uid, incoming / "laptop" / "big", os.urandom(30 * MIB))
+    assert too_big.returncode != 0 and b"Disk quota exceeded" in too_big.stderr
+    customer(int(uid), int(uid), "rm", "-f", str(incoming / "laptop" / "big"))
+
+    daily = run(setup, "snapshot", "daily")
+    assert daily.code == 0, daily.out + daily.err
+    assert re.search(rf"^done\s+{uid}\s", daily.out, re.M)
+    snapshot = home / ".snapshots" / "daily.0"
+    fd = os.open(snapshot, os.O_RDONLY)
+    try:
+        assert btrfs_ioctl.is_read_only(fd)
+    finally:
+        os.close(fd)
+    assert (snapshot / "laptop" / "backup" / "f").read_bytes() == b"v1"
+    fixed = (snapshot / "laptop" / ".sepiola_backup" / "backupTime").read_text()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", fixed)
+    assert (incoming / "laptop" / ".sepiola_backup" / "backupTime").read_bytes() == b"TODAY"
+    usage = (account_dir(btrfs_root, uid) / "chroot/etc/provbackup/usage").read_text().split()
+    assert int(usage[0]) == 24 * MIB and int(usage[1]) > 0
+
+    shown = run(setup, "show", uid)
+    assert "btrfs (experimental)" in shown.out
+    assert re.search(r"qgroup 1/\d+: \d+ bytes referenced, limit 25165824 bytes", shown.out)
+
+    modify_entry(ldap_server, dn, {"sstQuota": [str(64 * MIB)], "sstProvisioningMode": ["modify"],
+                                   "sstProvisioningState": ["0"]})  # fmt: skip
+    assert run(setup, "process").code == 0
+    assert qgroup(incoming, "max_referenced") == 64 * MIB
+    assert write_as_customer(uid, incoming / "laptop" / "big", os.urandom(30 * MIB)).returncode == 0
+
+    modify_entry(ldap_server, dn, {"sstProvisioningMode": ["delete"],
+                                   "sstProvisioningState": ["0"]})  # fmt: skip
+    deleted = run(setup, "process")
+    assert deleted.code == 0, deleted.out + deleted.err
+    assert read_entry(ldap_server, dn)["sstprovisioningmode"] == ["deleted"]
+    assert not account_dir(btrfs_root, uid).exists()
+    assert subvolumes_below(btrfs_image.mount) == before
+
+
+def test_quarantined_btrfs_account_is_purged_with_its_subvolumes(
+    tmp_path: Path, ldap_server, btrfs_image: BtrfsImage, btrfs_root: Path
+) -> None:
+    before = subvolumes_below(btrfs_image.mount)
+    setup = btrfs_setup(tmp_path, ldap_server, btrfs_root, "[delete]\nquarantine_days = 7\n")
+    uid = "1000102"
+    dn = provision(ldap_server, setup, btrfs_root, uid)
+    write_as_customer(uid, home_of(btrfs_root, uid) / "incoming" / "h" / "f", b"x")
+    assert run(setup, "snapshot", "daily").code == 0
+    modify_entry(ldap_server, dn, {"sstProvisioningMode": ["delete"],
+                                   "sstProvisioningState": ["0"]})  # fmt: skip
+    assert run(setup, "process").code == 0
+    (moved,) = os.listdir(btrfs_root / ".deleted")
+    assert len(subvolumes_below(btrfs_image.mount) - before) == 2  # incoming/, daily.0
+    later = datetime.now(UTC) + timedelta(days=8)
+    assert purge_quarantine(btrfs_root, 7, later).removed == [btrfs_root / ".deleted" / moved]
+    assert subvolumes_below(btrfs_image.mount) == before
+
+
+def test_dry_run_says_what_btrfs_would_do_and_does_nothing(
+    tmp_path: Path, ldap_server, btrfs_root: Path
+) -> None:
+    setup = btrfs_setup(tmp_path, ldap_server, btrfs_root)
+    provision(ldap_server, setup, btrfs_root, "1000103")
+    result = run(setup, "snapshot", "daily", "--dry-run")
+    assert result.code == 0, result.err
+    assert re.search(r"^would\s+1000103\s.*btrfs: read-only daily\.0", result.out, re.M)
+    assert os.listdir(home_of(btrfs_root, "1000103") / ".snapshots") == []
+
+
+def test_btrfs_engine_on_another_filesystem_exits_78(tmp_path: Path, ldap_server) -> None:
+    root = tmp_path / "backup"
+    root.mkdir()
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        if btrfs_ioctl.is_btrfs(fd):
+            pytest.skip("the temporary directory is on btrfs here")
+    finally:
+        os.close(fd)
+    setup = btrfs_setup(tmp_path, ldap_server, root)
+    dn, attributes = account_entry("1000104", base_dn=ldap_server.accounts_dn)
+    ldap_server.add_entries([(dn, attributes)])
+    for command in (("process",), ("snapshot", "daily")):
+        result = run(setup, *command)
+        assert result.code == 78, (command, result.out, result.err)
+        assert "not on a btrfs filesystem" in result.err
+    # nothing claimed
+    assert read_entry(ldap_server, dn)["sstprovisioningmode"] == ["add"]
