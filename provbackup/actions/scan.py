@@ -13,6 +13,7 @@ from provbackup.entry import read_request
 from provbackup.filters import attention_filter
 from provbackup.lock import lock_is_held
 from provbackup.model import Request
+from provbackup.reasons import read_reasons, reason_for, reasons_file
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,8 @@ class ScanRow:
         }
 
 
-def row_of(request: Request, status: state.Status) -> ScanRow:
-    """Build the row shown for ``request``."""
+def row_of(request: Request, status: state.Status, reason: str | None = None) -> ScanRow:
+    """Build the row shown for ``request``; ``reason`` is its recorded failure reason."""
     return ScanRow(
         uid=request.uid,
         mode=request.mode,
@@ -49,7 +50,7 @@ def row_of(request: Request, status: state.Status) -> ScanRow:
         status=status,
         return_value=request.return_value,
         dn=request.dn,
-        problem=request.problem,
+        problem=request.problem or reason,
     )
 
 
@@ -61,7 +62,9 @@ def scan(config: Config, *, clock: Clock = utc_now) -> Iterator[ScanRow]:
     """
     today = local_today(clock)
     run_active = lock_is_held(config.run.lock_file)
+    reasons = read_reasons(reasons_file(config.run.status_file))
     with connect(config.ldap) as directory:
         for entry in directory.search(attention_filter(config.ldap.filter)):
             request = read_request(entry, config.ldap.date_attribute)
-            yield row_of(request, state.classify(request, today, run_active))
+            status = state.classify(request, today, run_active)
+            yield row_of(request, status, reason_for(reasons, request))

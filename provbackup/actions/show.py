@@ -12,6 +12,7 @@ from provbackup.directory import connect
 from provbackup.entry import LdapEntry, read_request
 from provbackup.errors import EntryError
 from provbackup.lock import lock_is_held
+from provbackup.reasons import read_reasons, reason_for, reasons_file
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,11 @@ def _view(entry: LdapEntry, config: Config, today, run_active: bool) -> AccountV
         "sstQuota": _one(entry, "sstQuota"),
         "sstIsActive": _one(entry, "sstIsActive"),
     }
-    if request.problem:
-        provisioning["problem"] = request.problem
+    problem = request.problem or reason_for(
+        read_reasons(reasons_file(config.run.status_file)), request
+    )
+    if problem:
+        provisioning["problem"] = problem
     try:
         server = work.inspect_entry(entry, config)
     except EntryError as error:

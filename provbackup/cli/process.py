@@ -150,10 +150,15 @@ def run_process(
 
 
 def _write_status_and_mail(config: Config, report: RunReport) -> None:
+    from provbackup.reasons import reasons_file, remember
     from provbackup.status import write_status
 
     hostname = socket.gethostname()
     write_status(config.run.status_file, report.to_status(hostname))
+    # The reasons outlive this status file: scan and show read them until the entry changes.
+    remember(
+        reasons_file(config.run.status_file), report.outcomes, report.finished or report.started
+    )
     if report.failed:
         from provbackup.notify import send_failure_mail
 

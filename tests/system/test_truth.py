@@ -279,3 +279,45 @@ def test_a_wrong_password_is_tried_once_and_names_the_password_file(tmp_path, ld
     assert len(lines) == 1, result.err
     assert "invalid credentials" in lines[0] and str(secret) in lines[0]
     assert "not-the-password" not in result.err
+
+
+# --- 10.5: the reason of a failure stays readable until the entry changes ---
+
+
+def test_a_failure_reason_outlives_the_next_run_and_goes_with_the_failure(tmp_path, ldap_server):
+    import os
+    import stat
+
+    failing = tmp_path / "failing-quota"
+    failing.write_text("#!/bin/sh\necho 'quota: no such filesystem /srv' >&2\nexit 3\n")
+    failing.chmod(0o755)
+    setup = write_config(tmp_path, ldap_server, extra=f"[quota]\ncommand = {failing} {{uid}}\n")
+    dn = add(ldap_server, "4100020")
+    first = run(setup, "process")
+    assert first.code == 1 and "no such filesystem" in first.out, first.out
+    assert read_entry(ldap_server, dn)["sstprovisioningreturnvalue"] == ["40"]
+    # The next, idle run replaces the status file: the reason must not go with it.
+    assert run(setup, "process").code == 0
+    assert "no such filesystem" not in setup.status_file.read_text()
+
+    rows = json.loads(run(setup, "scan", "--json").out)
+    assert [(row["uid"], row["status"], row["return_value"]) for row in rows] == [
+        ("4100020", "failed", 40)
+    ]
+    assert "no such filesystem /srv" in rows[0]["problem"]
+    assert "no such filesystem /srv" in run(setup, "scan").out
+    shown = json.loads(run(setup, "show", "4100020", "--json").out)
+    assert "no such filesystem /srv" in shown[0]["provisioning"]["problem"]
+    kept = setup.status_file.parent / "reasons.json"
+    assert stat.S_IMODE(os.stat(kept).st_mode) == 0o600
+
+    # Once the entry changes (here: reset), the old reason is no longer shown.
+    assert run(setup, "reset", "--uid", "4100020").code == 0
+    rows = json.loads(run(setup, "scan", "--json").out)
+    assert [(row["status"], row["problem"]) for row in rows] == [("due", None)]
+    shown = json.loads(run(setup, "show", "4100020", "--json").out)
+    assert "problem" not in shown[0]["provisioning"]
+    # A run that finishes the entry drops its record.
+    setup = write_config(tmp_path, ldap_server)
+    assert run(setup, "process").code == 0
+    assert "4100020" not in kept.read_text()
