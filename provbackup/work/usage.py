@@ -35,6 +35,7 @@ from provbackup.work.safe import (
     OpenDirectory,
     ensure_directory,
     open_directory,
+    remove_stale_temporaries,
     replace_file,
 )
 
@@ -248,6 +249,8 @@ def write_usage_file(
         ensure_directory(chroot, USAGE_DIRECTORY[0], ROOT_ID, ROOT_ID, 0o755, steps) as etc,
         ensure_directory(etc, USAGE_DIRECTORY[1], ROOT_ID, ROOT_ID, 0o755, steps) as directory,
     ):
+        # A run killed between writing and renaming leaves its temporary file here.
+        remove_stale_temporaries(directory, steps)
         content = usage_line(quota_bytes, usage).encode("ascii")
         replace_file(directory, USAGE_FILE, content, uid=ROOT_ID, gid=gid, mode=USAGE_MODE)
 
