@@ -6,7 +6,9 @@ Phases (``--only`` picks some):
 - ``burst``: ``provbackup -q process`` over N due ``add`` entries among M
   accounts, next to the floor (:mod:`bench.floor`) on the same data;
 - ``idle``: ``provbackup -q process`` with nothing due at two directory sizes;
-- ``scan``: ``provbackup scan --json`` over N due entries.
+- ``scan``: ``provbackup scan --json`` over N due entries;
+- ``latency``: order-to-ready latency under the shipped timer, and its idle
+  cost per hour (:mod:`bench.latency`).
 
 Every provbackup run is a separate process started the way the cron job
 starts it (the console script with ``-q``), so interpreter start-up and
@@ -29,12 +31,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import data, machine
+from bench import data, latency, machine
 from bench.measure import Sample, check_gnu_time, median, run_measured
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 PROVBACKUP = [sys.executable, str(REPOSITORY / "bin" / "provbackup")]
-PHASES = ("startup", "burst", "idle", "scan")
+PHASES = ("startup", "burst", "idle", "scan", "latency")
 
 # The targets of issue 5.
 BURST_RATIO_TARGET = 1.5
@@ -80,6 +82,9 @@ def parse_options(argv: list[str] | None) -> argparse.Namespace:
     add("--idle-small", type=int, default=1_000, help="accounts of the small idle run [1000]")
     add("--idle-large", type=int, default=100_000, help="accounts of the large idle run [100000]")
     add("--scan-due", type=int, default=20_000, help="due entries scanned [20000]")
+    add("--latency-orders", type=int, default=20, help="orders timed in the latency phase [20]")
+    add("--latency-accounts", type=int, default=1_000, help="accounts around them [1000]")
+    add("--latency-idle-runs", type=int, default=20, help="idle runs for the cost per hour [20]")
     add(
         "--workdir",
         type=Path,
@@ -395,6 +400,9 @@ def targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     if "scan" in results:
         rss = results["scan"]["peak_rss_mb"]
         check("scan_rss_mb", rss, f"< {SCAN_RSS_TARGET_MB}", rss < SCAN_RSS_TARGET_MB)
+    if "latency" in results:
+        for name, (value, target, met) in latency.latency_targets(results["latency"]).items():
+            check(name, value, target, met)
     if "startup" in results:
         seconds = results["startup"]["help"]["seconds"]
         check("startup_seconds", seconds, f"< {STARTUP_TARGET_SECONDS}",
@@ -451,6 +459,8 @@ def table(document: dict[str, Any]) -> str:
     if "startup" in results:
         row("start-up: provbackup --help", results["startup"]["help"])
         row("start-up: python -c pass (reference)", results["startup"]["python_bare"])
+    if "latency" in results:
+        lines += latency.latency_lines(results["latency"])
     lines += ["", f"{'target':<34} {'value':>10} {'target':>10}  met"]
     for name, item in checks.items():
         met = "yes" if item["met"] else "NO"
@@ -477,6 +487,9 @@ def main(argv: list[str] | None = None) -> int:
         "burst": lambda: bench_burst(work, options),
         "idle": lambda: bench_idle(work, options),
         "scan": lambda: bench_scan(work, options),
+        "latency": lambda: latency.bench_latency(
+            work, options, PROVBACKUP, environment(), progress
+        ),
     }
     try:
         for name in PHASES:
