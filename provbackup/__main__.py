@@ -8,6 +8,7 @@ the traceback only at ``-v``. Commands return their exit code.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import click
 
@@ -22,7 +23,7 @@ log = logging.getLogger("provbackup")
 class ProvbackupGroup(click.Group):
     """A click group that turns errors and returned codes into exit codes."""
 
-    def invoke(self, context: click.Context):
+    def invoke(self, context: click.Context) -> Any:
         try:
             result = super().invoke(context)
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
@@ -58,7 +59,9 @@ class ProvbackupGroup(click.Group):
 @click.option("-q", "--quiet", count=True, help="Less on stderr: warnings (-q) or errors (-qq).")
 @click.option("--log-json", is_flag=True, help="Log to stderr as one JSON object per line.")
 @click.pass_context
-def cli(context: click.Context, config_path: str | None, verbose: int, quiet: int, log_json: bool):
+def cli(
+    context: click.Context, config_path: str | None, verbose: int, quiet: int, log_json: bool
+) -> None:
     """Provision online-backup accounts on this server from an LDAP directory.
 
     Entries with sstProvisioningMode add, modify or delete and

@@ -1,6 +1,7 @@
 """Talk to the LDAP directory: connect with failover, search page by page, modify.
 
-This is the only module that imports ldap3. Every search is logged at
+This module and :mod:`provbackup.ldapconnect` (opening, StartTLS and the
+bind) are the ones that talk through ldap3. Every search is logged at
 debug level as the equivalent ``ldapsearch`` command line (the password
 shown as a placeholder), so an operator can replay it by hand.
 """
@@ -8,9 +9,7 @@ shown as a placeholder), so an operator can replay it by hand.
 from __future__ import annotations
 
 import logging
-import re
 import shlex
-import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from ldap3.utils.dn import parse_dn
 from provbackup.config import LdapConfig
 from provbackup.entry import READ_ATTRIBUTES, LdapEntry
 from provbackup.errors import BaseDnMissingError, LdapUnavailableError, UsageError
+from provbackup.ldapconnect import BindRefused, ConnectFailed, open_connection
 from provbackup.model import Changes, Operation
 
 log = logging.getLogger(__name__)
@@ -198,7 +198,7 @@ class LdapDirectory:
             for attribute, operations in changes.items()
         }
         try:
-            self.connection.modify(dn, ldap_changes)
+            self.connection.modify(dn, ldap_changes)  # type: ignore[no-untyped-call]
         except ldap_exceptions.LDAPException as error:
             raise LdapUnavailableError(
                 f"LDAP server {self.uri} failed during a modify of {dn!r}: {error}"
@@ -248,10 +248,10 @@ def connect(config: LdapConfig) -> LdapDirectory:
             if uri in given_up:
                 continue
             try:
-                connection = _open(config, uri)
-            except _BindRefused as error:
+                connection = open_connection(config, uri)
+            except BindRefused as error:
                 raise LdapUnavailableError(str(error)) from None
-            except _ConnectFailed as error:
+            except ConnectFailed as error:
                 last_error = str(error)
                 if error.deterministic:
                     given_up[uri] = last_error
@@ -269,149 +269,3 @@ def connect(config: LdapConfig) -> LdapDirectory:
         f"LDAP unavailable after {config.attempts} attempt(s) on "
         f"{', '.join(config.uris)}: {last_error}"
     )
-
-
-class _ConnectFailed(Exception):
-    """A URI could not be bound; ``deterministic`` when trying again cannot help."""
-
-    def __init__(self, message: str, *, deterministic: bool = False) -> None:
-        super().__init__(message)
-        self.deterministic = deterministic
-
-
-class _BindRefused(Exception):
-    pass
-
-
-# Bind results that retrying cannot change: confidentialityRequired,
-# inappropriateAuthentication, insufficientAccessRights, unwillingToPerform.
-_DETERMINISTIC_BIND_RESULTS = (13, 48, 50, 53)
-
-
-def _open(config: LdapConfig, uri: str) -> ldap3.Connection:
-    scheme = uri.split("://", 1)[0].lower()
-    tls = ldap3.Tls(
-        validate=ssl.CERT_REQUIRED,
-        version=ssl.PROTOCOL_TLS_CLIENT,
-        ca_certs_file=str(config.ca_file) if config.ca_file else None,
-    )
-    try:
-        server = ldap3.Server(
-            uri,
-            use_ssl=scheme == "ldaps",
-            tls=tls,
-            get_info=ldap3.NONE,
-            connect_timeout=config.timeout,
-        )
-        connection = ldap3.Connection(
-            server,
-            user=config.bind_dn,
-            password=config.bind_password,
-            auto_bind=ldap3.AUTO_BIND_NONE,
-            raise_exceptions=False,
-            # ldap3 packs it into SO_RCVTIMEO as an integer.
-            receive_timeout=max(1, round(config.timeout + 0.499)),
-            auto_escape=False,
-            # No schema is read (get_info=NONE), so ldap3 has no names to check: what
-            # check_names still does is re-parse and re-escape every DN on the client
-            # (refusing "uid=x, ou=y" that slapd accepts) and format every value we
-            # never read (raw_attributes only). Off, DNs go out as the server sent them
-            # or the user gave them, and a burst is about 10% faster (docs/performance.md).
-            check_names=False,
-            return_empty_attributes=False,
-            read_only=False,
-        )
-        connection.open()
-        if config.start_tls and scheme == "ldap":
-            try:
-                started = connection.start_tls()
-            except ldap_exceptions.LDAPStartTLSError as error:
-                raise _ConnectFailed(
-                    f"{uri}: StartTLS failed: {_describe(error)}",
-                    deterministic=_is_deterministic(error),
-                ) from None
-            if not started:
-                result = connection.result or {}
-                raise _ConnectFailed(
-                    f"{uri}: the server refused StartTLS ({result.get('description')}); "
-                    "configure TLS on the server, use ldaps://, or set [ldap] start_tls = no "
-                    "for a trusted local link",
-                    deterministic=True,
-                )
-    except _ConnectFailed:
-        raise
-    except (ldap_exceptions.LDAPException, OSError, ssl.SSLError) as error:
-        raise _ConnectFailed(
-            f"{uri}: {_describe(error)}", deterministic=_is_deterministic(error)
-        ) from None
-    try:
-        bound = connection.bind()
-    except (ldap_exceptions.LDAPException, OSError) as error:
-        raise _ConnectFailed(
-            f"{uri}: bind failed: {_describe(error)}", deterministic=_is_deterministic(error)
-        ) from None
-    if not bound:
-        result = connection.result or {}
-        code = result.get("result")
-        password = _password_source(config)
-        if code == INVALID_CREDENTIALS:
-            raise _BindRefused(
-                f"LDAP server {uri} refused the bind as {config.bind_dn!r}: invalid credentials "
-                f"(check [ldap] bind_dn and {password})"
-            )
-        message = result.get("message")
-        raise _ConnectFailed(
-            f"{uri}: bind as {config.bind_dn or 'anonymous'!r} refused: "
-            f"{result.get('description')}"
-            + (f" ({message})" if message else "")
-            + (f"; check {password}" if code in _DETERMINISTIC_BIND_RESULTS else ""),
-            deterministic=code in _DETERMINISTIC_BIND_RESULTS,
-        )
-    return connection
-
-
-def _password_source(config: LdapConfig) -> str:
-    """Where the bind password came from, for error messages (never the password)."""
-    if config.bind_password_file is not None:
-        return f"the password in {str(config.bind_password_file)!r} ([ldap] bind_password_file)"
-    if config.bind_password is not None:
-        return "[ldap] bind_password"
-    return "the bind password (none configured: anonymous bind)"
-
-
-def _is_deterministic(error: BaseException) -> bool:
-    """True for TLS failures that no retry can change (no StartTLS, a bad certificate)."""
-    text = str(error)
-    return any(
-        marker in text
-        for marker in (
-            "startTLS failed - protocolError",
-            "certificate verify failed",
-            "CERTIFICATE_VERIFY_FAILED",
-            "doesn't match any name in",
-        )
-    )
-
-
-def _describe(error: BaseException) -> str:
-    text = str(error)
-    if "startTLS failed - protocolError" in text:
-        return (
-            "the server does not offer StartTLS; configure TLS on the server, use ldaps://, "
-            "or set [ldap] start_tls = no for a trusted local link"
-        )
-    if "certificate verify failed" in text or "CERTIFICATE_VERIFY_FAILED" in text:
-        reason = re.search(r"certificate verify failed: ([^(]+?)\s*\(", text)
-        return "TLS certificate verification failed (check [ldap] ca_file): " + (
-            reason.group(1) if reason else text
-        )
-    if "doesn't match any name in" in text:
-        # ldap3 dumps the whole certificate here; name what it holds and what was asked.
-        names = re.findall(r"\('(?:DNS|IP Address)', '([^']*)'\)", text)
-        wanted = re.search(r"doesn't match any name in \[([^\]]*)\]", text)
-        return (
-            f"TLS certificate is for {', '.join(names) or 'another host'}, not "
-            f"{wanted.group(1).strip() if wanted else 'this host'}: use a host name the "
-            "certificate names in [ldap] uri"
-        )
-    return text or type(error).__name__

@@ -10,7 +10,7 @@ and value. Nothing after the gate validates again.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from provbackup.config import MAX_ID, Config
 from provbackup.errors import EntryError, InvalidEntryError, UnsafePathError
+from provbackup.ldapentry import LdapEntry
 from provbackup.model import (
     DATE_ATTRIBUTES,
     INTERVAL_ATTRIBUTES,
@@ -50,48 +51,10 @@ READ_ATTRIBUTES = (
     *INTERVAL_ATTRIBUTES.values(),
 )
 
+__all__ = ["READ_ATTRIBUTES", "LdapEntry", "Rules", "read_account", "read_request"]
+
 MAX_QUOTA_BYTES = 2**60  # 1 EiB; anything larger is a typo, not a customer
 MAX_INTERVAL = 999
-
-
-@dataclass(frozen=True)
-class LdapEntry:
-    """One entry as the server sent it: the DN and string values by attribute.
-
-    ``attributes`` maps lower-cased attribute names to their values.
-    """
-
-    dn: str
-    attributes: Mapping[str, tuple[str, ...]]
-
-    @classmethod
-    def from_values(cls, dn: str, attributes: Mapping[str, Iterable[str]]) -> LdapEntry:
-        """Build an entry from any mapping of names to values (names in any case)."""
-        return cls(dn, {name.lower(): tuple(values) for name, values in attributes.items()})
-
-    def values(self, name: str) -> tuple[str, ...]:
-        """Return every value of attribute ``name`` (no values: empty tuple)."""
-        return self.attributes.get(name.lower(), ())
-
-    def optional(self, name: str) -> str | None:
-        """Return the one value of ``name``, or None when it has none.
-
-        Raises InvalidEntryError when it has several values.
-        """
-        values = self.values(name)
-        if len(values) > 1:
-            raise InvalidEntryError(name, list(values), f"has {len(values)} values, expected one")
-        return values[0] if values else None
-
-    def single(self, name: str) -> str:
-        """Return the one value of ``name``.
-
-        Raises InvalidEntryError when it has several values or none.
-        """
-        value = self.optional(name)
-        if value is None:
-            raise InvalidEntryError(name, None, "is missing")
-        return value
 
 
 @dataclass(frozen=True)

@@ -89,12 +89,6 @@ class EntriesFailedError(ProvbackupError):
     exit_code = EXIT_ENTRIES_FAILED
 
 
-class MassDeleteRefusedError(ProvbackupError):
-    """More deletes are due than ``[delete] max_per_run`` allows (exit 1)."""
-
-    exit_code = EXIT_ENTRIES_FAILED
-
-
 # Values written to sstProvisioningReturnValue when the work on an entry fails.
 # The attribute holds at most three digits in the stoney schema.
 RETURN_INVALID_ENTRY = 10
@@ -103,7 +97,6 @@ RETURN_FILESYSTEM = 20
 RETURN_RSNAPSHOT = 30
 RETURN_QUOTA = 40
 RETURN_HOOK = 50
-RETURN_INTERRUPTED = 60
 RETURN_INTERNAL = 99
 
 

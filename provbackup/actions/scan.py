@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from provbackup import state
 from provbackup.actions.common import Clock, local_today, utc_now
@@ -28,7 +29,7 @@ class ScanRow:
     dn: str
     problem: str | None
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         """The row as JSON-ready values."""
         return {
             "uid": self.uid,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from provbackup import state, work
@@ -44,7 +45,7 @@ def show(
     return [_view(entry, config, today, run_active) for entry in entries]
 
 
-def _view(entry: LdapEntry, config: Config, today, run_active: bool) -> AccountView:
+def _view(entry: LdapEntry, config: Config, today: date, run_active: bool) -> AccountView:
     request = read_request(entry, config.ldap.date_attribute)
     status = state.classify(request, today, run_active)
     provisioning: dict[str, Any] = {

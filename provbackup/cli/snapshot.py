@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from provbackup.cli.options import Settings, pass_settings
 from provbackup.config import INTERVALS
+
+if TYPE_CHECKING:
+    from provbackup.work.snapshot_account import AccountResult
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +46,7 @@ def snapshot_command(
     progress = Progress(sys.stderr, enabled=settings.verbosity >= 0)
     progress.start(None)
 
-    def show(result) -> None:
+    def show(result: AccountResult) -> None:
         progress.clear()
         click.echo(snapshot_line(result))
         progress.step()

@@ -176,7 +176,7 @@ def ldap_filter(value: str) -> str:
 
     wrapped = value if value.startswith("(") else f"({value})"
     try:
-        parse_filter(wrapped, None, False, False, None, False)
+        parse_filter(wrapped, None, False, False, None, False)  # type: ignore[no-untyped-call]
     except LDAPInvalidFilterError as error:
         raise ValueError(
             f"not a valid LDAP filter ({error}); e.g. (objectClass=sstBackup)"

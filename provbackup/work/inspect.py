@@ -8,6 +8,7 @@ import re
 import stat
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from provbackup.config import Config
 from provbackup.engines import ENGINE_BTRFS, btrfs
@@ -25,7 +26,7 @@ from provbackup.work.safe import (
 NEWEST_SNAPSHOT = re.compile(r"(hourly|daily|weekly|monthly|yearly)\.0")
 
 
-def inspect_entry(entry: LdapEntry, config: Config) -> dict:
+def inspect_entry(entry: LdapEntry, config: Config) -> dict[str, Any]:
     """Describe the server side of ``entry`` (see :func:`inspect_account`).
 
     Needs only the entry's uid. Raises InvalidEntryError when the uid is
@@ -36,7 +37,7 @@ def inspect_entry(entry: LdapEntry, config: Config) -> dict:
     return inspect_account(paths, engine=config.backup.engine)
 
 
-def inspect_account(paths: AccountPaths, *, engine: str = "rsnapshot") -> dict:
+def inspect_account(paths: AccountPaths, *, engine: str = "rsnapshot") -> dict[str, Any]:
     """Describe the account's directories, rsnapshot.conf and newest snapshot.
 
     Walks from the backup root without following any symlink: a symlink or
@@ -82,7 +83,7 @@ def inspect_account(paths: AccountPaths, *, engine: str = "rsnapshot") -> dict:
     return view
 
 
-def _probe(root: Path, path: Path) -> dict:
+def _probe(root: Path, path: Path) -> dict[str, Any]:
     parts = path.relative_to(root).parts
     try:
         with contextlib.ExitStack() as stack:
@@ -113,7 +114,7 @@ def _probe(root: Path, path: Path) -> dict:
     }
 
 
-def _newest_snapshot(paths: AccountPaths) -> dict | None:
+def _newest_snapshot(paths: AccountPaths) -> dict[str, Any] | None:
     with contextlib.ExitStack() as stack:
         directory: OpenDirectory = stack.enter_context(open_root(paths.root))
         try:
