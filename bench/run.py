@@ -8,7 +8,9 @@ Phases (``--only`` picks some):
 - ``idle``: ``provbackup -q process`` with nothing due at two directory sizes;
 - ``scan``: ``provbackup scan --json`` over N due entries;
 - ``latency``: order-to-ready latency under the shipped timer, and its idle
-  cost per hour (:mod:`bench.latency`).
+  cost per hour (:mod:`bench.latency`);
+- ``snapshot``: ``provbackup snapshot daily --jobs N`` against a plain loop of
+  ``rsnapshot -c CONF daily`` over the same accounts (:mod:`bench.snapshot`).
 
 Every provbackup run is a separate process started the way the cron job
 starts it (the console script with ``-q``), so interpreter start-up and
@@ -32,11 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from bench import data, latency, machine
+from bench import snapshot as snapshot_phase
 from bench.measure import Sample, check_gnu_time, median, run_measured
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 PROVBACKUP = [sys.executable, str(REPOSITORY / "bin" / "provbackup")]
-PHASES = ("startup", "burst", "idle", "scan", "latency")
+PHASES = ("startup", "burst", "idle", "scan", "latency", "snapshot")
 
 # The targets of issue 5.
 BURST_RATIO_TARGET = 1.5
@@ -44,6 +47,9 @@ IDLE_GROWTH_TARGET = 1.2
 IDLE_RSS_TARGET_MB = 60.0
 SCAN_RSS_TARGET_MB = 100.0
 STARTUP_TARGET_SECONDS = 0.25
+# The targets of issue 9.
+SNAPSHOT_SPEEDUP_TARGET = 1.5
+SNAPSHOT_RSS_GROWTH_TARGET = 1.2
 
 
 def parse_options(argv: list[str] | None) -> argparse.Namespace:
@@ -103,6 +109,7 @@ def parse_options(argv: list[str] | None) -> argparse.Namespace:
         help="also measure the floor with provbackup's filesystem safety (python -m "
         "bench.floor --safe) in the burst, to split the distance to the floor",
     )
+    snapshot_phase.add_options(add)
     add("--keep", action="store_true", help="keep the working directory")
     options = parser.parse_args(argv)
     options.phases = [name.strip() for name in options.only.split(",") if name.strip()]
@@ -403,6 +410,14 @@ def targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     if "latency" in results:
         for name, (value, target, met) in latency.latency_targets(results["latency"]).items():
             check(name, value, target, met)
+    if "snapshot" in results:
+        speedup = results["snapshot"]["speedup"]
+        check("snapshot_speedup", speedup, f">= {SNAPSHOT_SPEEDUP_TARGET}",
+              speedup >= SNAPSHOT_SPEEDUP_TARGET)  # fmt: skip
+        small = results["snapshot"]["provbackup"]["peak_rss_mb"]
+        growth = round(results["snapshot"]["large"]["peak_rss_mb"] / small, 3)
+        check("snapshot_rss_growth", growth, f"<= {SNAPSHOT_RSS_GROWTH_TARGET}",
+              growth <= SNAPSHOT_RSS_GROWTH_TARGET)  # fmt: skip
     if "startup" in results:
         seconds = results["startup"]["help"]["seconds"]
         check("startup_seconds", seconds, f"< {STARTUP_TARGET_SECONDS}",
@@ -456,6 +471,12 @@ def table(document: dict[str, Any]) -> str:
                 f"entries returned: {idle['entries_returned']}")  # fmt: skip
     if "scan" in results:
         row(f"scan --json, {results['scan']['due']} due", results["scan"])
+    if "snapshot" in results:
+        snap = results["snapshot"]
+        row(f"snapshot: provbackup --jobs {snap['jobs']}, {snap['accounts']} accounts",
+            snap["provbackup"], f"{snap['speedup']} x the loop (paired)")  # fmt: skip
+        row(f"snapshot: rsnapshot loop, {snap['accounts']} accounts", snap["loop"])
+        row(f"snapshot: provbackup, {snap['large']['accounts']} accounts", snap["large"])
     if "startup" in results:
         row("start-up: provbackup --help", results["startup"]["help"])
         row("start-up: python -c pass (reference)", results["startup"]["python_bare"])
@@ -490,6 +511,7 @@ def main(argv: list[str] | None = None) -> int:
         "latency": lambda: latency.bench_latency(
             work, options, PROVBACKUP, environment(), progress
         ),
+        "snapshot": lambda: snapshot_phase.bench_snapshot(work, options, environment(), progress),
     }
     try:
         for name in PHASES:
@@ -512,6 +534,7 @@ def main(argv: list[str] | None = None) -> int:
                 "idle": options.idle_runs,
                 "scan": options.scan_runs,
                 "startup": options.startup_runs,
+                "snapshot": options.snapshot_runs,
             },
             "command": "provbackup -q --config CONFIG process (as cron runs it)",
             "ldap": "plain LDAP on 127.0.0.1, slapd mdb with dbnosync",

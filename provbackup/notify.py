@@ -93,7 +93,9 @@ def failure_body(report: FailureReport, hostname: str) -> str:
         if item.return_value is not None:
             lines.append(f"   return value: {item.return_value}")
         lines.append("")
-    lines += [
+    # A report may say itself what to do about its failures (a snapshot run does).
+    advice = getattr(report, "advice", None)
+    lines += list(advice) if advice else [
         "A failed entry is not retried on its own. For each one:",
         "  provbackup show UID            inspect the entry and the account on disk",
         "  (fix the cause)",
@@ -101,7 +103,7 @@ def failure_body(report: FailureReport, hostname: str) -> str:
         "  provbackup process --uid UID   or wait for the next run",
         "",
         "See provbackup(1).",
-    ]
+    ]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

@@ -157,9 +157,11 @@ class SnapshotReport:
 
 @dataclass(frozen=True)
 class _MailItem:
+    """A failed account as the failure mail lists it (``dn`` is its account directory)."""
+
     dn: str
     uid: str | None
-    action: str | None
+    verb: str | None
     message: str
     return_value: int | None = None
 

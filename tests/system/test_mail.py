@@ -405,3 +405,36 @@ def test_process_sends_one_mail_for_all_its_failures(tmp_path, ldap_server, star
     assert "uidNumber" in body
     assert "gidNumber" in body
     assert "3723703" not in body
+
+
+def test_a_snapshot_run_sends_one_mail_for_its_failed_accounts(tmp_path, ldap_server, start_server):
+    """End to end: ``provbackup snapshot daily`` with one account rsnapshot refuses."""
+    from support import run, write_config
+    from test_snapshot import account_dir, provision, upload
+
+    recorder, port = start_server()
+    setup = write_config(
+        tmp_path,
+        ldap_server,
+        f"[mail]\nto = ops@example.org\nhost = 127.0.0.1\nport = {port}\nstarttls = no\n",
+    )
+    provision(ldap_server, setup, "1000201", "1000202", "1000203")
+    for uid in ("1000201", "1000202", "1000203"):
+        upload(setup.root, uid)
+    for uid in ("1000201", "1000203"):
+        conf = account_dir(setup.root, uid) / "rsnapshot.conf"
+        conf.write_text(conf.read_text() + "no_such_option\t1\n")
+
+    result = run(setup, "snapshot", "daily")
+
+    assert result.code == 1, result.out + result.err
+    assert len(recorder.messages) == 1, "one mail per run, not one per account"
+    message = recorder.messages[0].message
+    assert message["Subject"].startswith("provbackup: 2 entries failed on ")
+    body = message.get_content()
+    assert "uid 1000201" in body and "uid 1000203" in body
+    assert "1000202" not in body
+    assert "snapshot daily" in body
+    assert "rsnapshot daily exited with 1" in body
+    assert "provbackup snapshot INTERVAL --uid UID" in body
+    assert "reset" not in body
