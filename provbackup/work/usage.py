@@ -249,7 +249,8 @@ def write_usage_file(
         ensure_directory(chroot, USAGE_DIRECTORY[0], ROOT_ID, ROOT_ID, 0o755, steps) as etc,
         ensure_directory(etc, USAGE_DIRECTORY[1], ROOT_ID, ROOT_ID, 0o755, steps) as directory,
     ):
-        # A run killed between writing and renaming leaves its temporary file here.
+        # A run killed between writing and renaming left its temporary file (both
+        # writers hold the account lock, so none is in use now).
         remove_stale_temporaries(directory, steps)
         content = usage_line(quota_bytes, usage).encode("ascii")
         replace_file(directory, USAGE_FILE, content, uid=ROOT_ID, gid=gid, mode=USAGE_MODE)
@@ -282,6 +283,7 @@ def update_usage_quota(
 
 
 def _usage_owner_is(account: OpenDirectory, gid: int) -> bool:
+    """True when the usage file has its owner and mode (and no killed run's temporary is left)."""
     try:
         with (
             open_directory(account, "chroot") as chroot,
@@ -289,6 +291,8 @@ def _usage_owner_is(account: OpenDirectory, gid: int) -> bool:
             open_directory(etc, USAGE_DIRECTORY[1]) as directory,
         ):
             status = os.stat(USAGE_FILE, dir_fd=directory.fd, follow_symlinks=False)
+            left: list[str] = []
+            remove_stale_temporaries(directory, left)
     except OSError:
         return False
     return (status.st_uid, status.st_gid, stat.S_IMODE(status.st_mode)) == (
