@@ -41,7 +41,6 @@ def snapshot_command(
     """
     from provbackup.actions.snapshot import snapshot
     from provbackup.output import Progress, snapshot_line
-    from provbackup.work.snapshot_account import AccountResult
 
     config = settings.load()
     progress = Progress(sys.stderr, enabled=settings.verbosity >= 0)
