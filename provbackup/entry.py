@@ -51,7 +51,7 @@ READ_ATTRIBUTES = (
     *INTERVAL_ATTRIBUTES.values(),
 )
 
-__all__ = ["READ_ATTRIBUTES", "LdapEntry", "Rules", "read_account", "read_request"]
+__all__ = ["READ_ATTRIBUTES", "LdapEntry", "Rules", "quota_of", "read_account", "read_request"]
 
 MAX_QUOTA_BYTES = 2**60  # 1 EiB; anything larger is a typo, not a customer
 MAX_INTERVAL = 999
@@ -330,6 +330,17 @@ def _read_quota(entry: LdapEntry) -> int | None:
             "sstQuota", "0", "0 would mean 'unlimited' to the quota command; give bytes (1 up)"
         )
     return quota
+
+
+def quota_of(entry: LdapEntry) -> int | None:
+    """The entry's sstQuota in bytes, or None when it has none or an unusable one (never raises).
+
+    For readers that only report (the snapshot run's usage), not for the work.
+    """
+    try:
+        return _read_quota(entry)
+    except InvalidEntryError:
+        return None
 
 
 def _read_active(entry: LdapEntry) -> bool | None:

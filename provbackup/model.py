@@ -92,6 +92,8 @@ class Outcome(enum.StrEnum):
     # LDAP went away with the entry in hand: it may be left in progress without a
     # return value (scan: interrupted); the message says where it stopped.
     INTERRUPTED = "interrupted"
+    # Another run holds the account's lock (a snapshot run skips the account).
+    BUSY = "busy"
 
 
 def timestamp(moment: datetime) -> str:

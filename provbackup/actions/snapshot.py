@@ -28,7 +28,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from provbackup.actions.common import Clock, search_named, utc_now
+from provbackup.actions.common import Clock, utc_now
+from provbackup.actions.usagewriter import UsageWriter
 from provbackup.config import INTERVALS, Config
 from provbackup.engines import ENGINE_BTRFS, btrfs
 from provbackup.errors import (
@@ -37,12 +38,10 @@ from provbackup.errors import (
     EXIT_OK,
     ConfigError,
     EntryError,
-    LdapUnavailableError,
     ProvbackupError,
     UsageError,
 )
 from provbackup.lock import run_lock
-from provbackup.model import Operation
 from provbackup.paths import AccountPaths, account_paths
 from provbackup.status import write_status
 from provbackup.work.rsnapshot import resolve_command
@@ -61,7 +60,7 @@ from provbackup.work.snapshots import find_accounts, open_account
 from provbackup.work.usage import raise_open_files_limit
 
 if TYPE_CHECKING:
-    from provbackup.directory import LdapDirectory
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +233,7 @@ def _run(
     on_result: Callable[[AccountResult], None] | None,
 ) -> None:
     config = job.config
-    writer = _UsageWriter(config) if config.snapshot.usage and not job.dry_run else None
+    writer = UsageWriter(config) if config.snapshot.usage and not job.dry_run else None
     with contextlib.ExitStack() as stack:
         if writer is not None:
             stack.callback(writer.close)
@@ -324,85 +323,3 @@ def _log(result: AccountResult, interval: str) -> None:
         )
         for step in result.steps:  # layout moves, pruning, backupTime: worth a line each
             log.info("%s: %s", result.account, step)
-
-
-class _UsageWriter:
-    """Looks accounts up and writes their usage back, in the calling thread only."""
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self.directory: LdapDirectory | None = None
-        self.error: str | None = None
-        self.written = 0
-        self.refused = 0
-        self.dns: dict[str, str] = {}
-
-    def open(self) -> None:
-        from provbackup.directory import connect
-
-        try:
-            self.directory = connect(self.config.ldap)
-        except LdapUnavailableError as error:
-            self._lost(error)
-
-    def _lost(self, error: LdapUnavailableError) -> None:
-        log.warning(
-            "LDAP unavailable, snapshots go on; usage is written back by a later run: %s", error
-        )
-        self.error = str(error)
-        self.close()
-
-    def lookup(self, uid: str) -> int | None:
-        """Find the account's entry; return its sstQuota (None when unknown)."""
-        if self.directory is None:
-            return None
-        try:
-            entries = list(search_named(self.directory, self.config, dn=None, uid=uid))
-        except LdapUnavailableError as error:
-            self._lost(error)
-            return None
-        if len(entries) != 1:
-            log.warning(
-                "%s: %d entries with this uid in the directory: usage not written back",
-                uid,
-                len(entries),
-            )
-            return None
-        entry = entries[0]
-        self.dns[uid] = entry.dn
-        quota = entry.values("sstQuota")
-        return int(quota[0]) if len(quota) == 1 and quota[0].isdigit() else None
-
-    def write(self, uid: str, result: AccountResult) -> None:
-        """Replace the usage attributes of the account's entry (a refusal is a warning)."""
-        dn = self.dns.pop(uid, None)
-        if self.directory is None or dn is None or result.usage is None:
-            return
-        changes = {
-            "sstBackupSize": [(Operation.REPLACE, [str(result.usage.backup)])],
-            "sstIncrementSize": [(Operation.REPLACE, [str(result.usage.snapshot)])],
-        }
-        if result.hosts:
-            changes["sstBackupLastSuccessfulBackup"] = [(Operation.REPLACE, list(result.hosts))]
-        try:
-            answer = self.directory.modify(dn, changes)
-        except LdapUnavailableError as error:
-            self._lost(error)
-            return
-        if answer.ok:
-            self.written += 1
-            return
-        self.refused += 1
-        level = logging.WARNING if self.refused == 1 else logging.DEBUG
-        log.log(
-            level,
-            "%s: usage write-back refused by the LDAP server: %s (the snapshot stands; "
-            "further refusals this run are counted, not logged)",
-            dn,
-            answer.message,
-        )
-
-    def close(self) -> None:
-        if self.directory is not None:
-            self.directory.close()
-            self.directory = None

@@ -19,6 +19,7 @@ from provbackup.accountlock import AccountBusyError, account_lock
 from provbackup.config import Config
 from provbackup.engines import ENGINE_BTRFS, btrfs, btrfs_snapshot
 from provbackup.errors import RETURN_RSNAPSHOT, EntryError, ProvbackupError
+from provbackup.model import Outcome
 from provbackup.paths import AccountPaths
 from provbackup.work.backuptime import fix_backup_time
 from provbackup.work.commands import run_command, tail
@@ -40,11 +41,12 @@ from provbackup.work.usage import (
 
 logger = logging.getLogger(__name__)
 
-DONE = "done"
-FAILED = "failed"
-SKIPPED = "skipped"
-BUSY = "busy"
-WOULD = "would"
+# The run's one vocabulary of outcomes (provbackup.model.Outcome), by their short names here.
+DONE = Outcome.DONE
+FAILED = Outcome.FAILED
+SKIPPED = Outcome.SKIPPED
+BUSY = Outcome.BUSY
+WOULD = Outcome.WOULD
 # rsnapshot exits 2 after warnings (files that vanished while rsync copied them,
 # a customer uploading meanwhile): the snapshot is there.
 RSNAPSHOT_WARNINGS = 2
@@ -61,7 +63,7 @@ class AccountResult:
 
     uid: str
     account: str
-    outcome: str
+    outcome: Outcome
     message: str = ""
     seconds: float = 0.0
     newest: str | None = None
