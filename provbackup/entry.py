@@ -71,6 +71,9 @@ class Rules:
     root: Path
     layout: str
     system_ids: SystemIds = field(default_factory=read_system_ids)
+    # A jail template is configured: logins go through jk_chrootsh, which needs
+    # the "/./" marker in homeDirectory (see paths.check_home_directory).
+    jailed: bool = False
 
     @classmethod
     def from_config(cls, config: Config, system_ids: SystemIds | None = None) -> Rules:
@@ -82,6 +85,7 @@ class Rules:
             root=config.backup.root,
             layout=config.backup.layout,
             system_ids=system_ids if system_ids is not None else read_system_ids(),
+            jailed=config.backup.jail_template is not None,
         )
 
 
@@ -189,7 +193,9 @@ def read_account(entry: LdapEntry, verb: Verb, rules: Rules) -> Account:
     home = attempt(_read_home, entry)
     paths = attempt(account_paths, rules.root, rules.layout, uid) if uid is not None else None
     if paths is not None:
-        attempt(check_home_directory, home, paths)
+        # A delete goes through whatever the entry says: the marker only matters for logins.
+        jailed = rules.jailed and verb is not Verb.DELETE
+        attempt(check_home_directory, home, paths, jailed)
     quota: int | None = None
     active: bool | None = True
     retain: tuple[tuple[str, int], ...] = ()

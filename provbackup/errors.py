@@ -89,6 +89,12 @@ class EntriesFailedError(ProvbackupError):
     exit_code = EXIT_ENTRIES_FAILED
 
 
+class JailTemplateError(ProvbackupError):
+    """Building or applying the jail template failed (exit 1)."""
+
+    exit_code = EXIT_ENTRIES_FAILED
+
+
 # Values written to sstProvisioningReturnValue when the work on an entry fails.
 # The attribute holds at most three digits in the stoney schema.
 RETURN_INVALID_ENTRY = 10

@@ -90,17 +90,26 @@ def account_paths(root: Path, layout: str, uid: str) -> AccountPaths:
     )
 
 
-def check_home_directory(value: str | None, paths: AccountPaths) -> None:
+def check_home_directory(value: str | None, paths: AccountPaths, jailed: bool = False) -> None:
     """Accept a homeDirectory that is the account's home inside the backup root.
 
-    ``value`` is the entry's homeDirectory (None: not set, accepted). The
-    jailkit form ``A/chroot/./home/<uid>`` and the plain ``A/chroot/home/<uid>``
-    are accepted (compared after normalizing ``.`` and repeated slashes).
-    Raises UnsafePathError naming homeDirectory and the value otherwise.
+    ``value`` is the entry's homeDirectory (None: not set). Without a jail
+    the jailkit form ``A/chroot/./home/<uid>``, the plain
+    ``A/chroot/home/<uid>`` (compared after normalizing ``.`` and repeated
+    slashes) and None are accepted. With ``jailed`` (a jail template is
+    configured) only the jailkit form is: jk_chrootsh finds the chroot at
+    the ``/./``, so a login with any other value fails. Raises
+    UnsafePathError naming homeDirectory and the value for a path that is
+    not the account's home; InvalidEntryError (10) for a missing value or
+    marker under ``jailed``.
     """
-    if value is None:
-        return
     expected = paths.expected_home_directory
+    if value is None:
+        if jailed:
+            raise InvalidEntryError(
+                "homeDirectory", None, f"needed for a jailed login; expected {expected!r}"
+            )
+        return
 
     def refuse(reason: str) -> UnsafePathError:
         return UnsafePathError(
@@ -119,6 +128,24 @@ def check_home_directory(value: str | None, paths: AccountPaths) -> None:
         raise refuse(f"outside the backup root {str(paths.root)!r}")
     if normalized != str(paths.home):
         raise refuse("is not this account's home")
+    if jailed and _without_marker(value, paths):
+        raise InvalidEntryError(
+            "homeDirectory",
+            value,
+            "lacks the jail marker '/./' after the chroot (jk_chrootsh cannot log in); "
+            f"expected {expected!r}",
+        )
+
+
+def _without_marker(value: str, paths: AccountPaths) -> bool:
+    """True unless ``value`` marks the chroot with ``/./`` (``A/chroot/./home/<uid>``)."""
+    jail, marker, inside = value.partition("/./")
+    if not marker:
+        return True
+    return (
+        "/" + os.path.normpath(jail).lstrip("/") != str(paths.chroot)
+        or os.path.normpath("/" + inside) != f"/home/{paths.home.name}"
+    )
 
 
 def is_within(path: Path, root: Path) -> bool:

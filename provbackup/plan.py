@@ -232,9 +232,16 @@ def describe(plan: AccountPlan) -> list[str]:
         )
     if plan.jail_template is not None:
         lines.append(
-            f"copy jail template {plan.jail_template} into {paths.chroot} "
-            "(new or changed entries; its home/ is skipped; nothing is deleted)"
+            f"link jail template {plan.jail_template} into {paths.chroot} "
+            "(new or changed entries, hard-linked where the filesystem allows; its home/ "
+            "is skipped; nothing is deleted)"
         )
+        lines.append(
+            f"write {paths.chroot}/etc/passwd and etc/group with the account's line "
+            f"(home /home/{account.uid})"
+        )
+    quota = account.quota_bytes or 0
+    lines.append(f"write {paths.chroot}/etc/provbackup/usage quota field ({quota} bytes)")
     retain = ", ".join(f"{interval} {count}" for interval, count in plan.rsnapshot_shape.retain)
     lines.append(
         f"write {plan.conf_path} {owner_text(ROOT_ID, ROOT_ID)} {CONF_MODE:04o} (retain {retain})"

@@ -57,7 +57,8 @@ def acl_text(suffix: str, schema_files: Sequence[Path], path: Path | None = None
     text = text.replace(DEFAULT_SUFFIX, suffix)
     if _defines(schema_files, DOCUMENTED_DATE):
         lines = [
-            line if line.lstrip().startswith("#")
+            line
+            if line.lstrip().startswith("#")
             else re.sub(rf"\b{EXECUTION_DATE}\b", f"{EXECUTION_DATE},{DOCUMENTED_DATE}", line)
             for line in text.splitlines()
         ]

@@ -17,7 +17,7 @@ import enum
 import logging
 import signal
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -267,9 +267,14 @@ def check(config: Config, *, clock: Clock | None = None) -> CheckResult:
         ldap_error_critical=ldap_error_critical,
         root_problem=root_problem(config.backup.root),
     )
+    from provbackup.actions.login import check_login_setup, wants_login_check
     from provbackup.actions.snapshot_check import gather
 
-    return with_snapshots(result, gather(config, clock()))
+    result = with_snapshots(result, gather(config, clock()))
+    if not wants_login_check(config):
+        return result
+    findings = check_login_setup(config)
+    return add_findings(result, findings.critical, findings.warnings)
 
 
 def with_snapshots(result: CheckResult, facts: SnapshotFacts) -> CheckResult:
@@ -321,6 +326,24 @@ def _deadline(seconds: float) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def add_findings(
+    result: CheckResult, critical: Sequence[str], warnings: Sequence[str]
+) -> CheckResult:
+    """Return ``result`` with the login setup's findings added (``login:`` lines).
+
+    Any critical finding makes the verdict CRITICAL; a warning turns OK
+    into WARNING. The count goes into the perfdata as ``login_problems``.
+    """
+    state = result.state
+    if critical:
+        state = CheckState.CRITICAL
+    elif warnings and state == CheckState.OK:
+        state = CheckState.WARNING
+    parts = [result.summary, *(f"login: {line}" for line in [*critical, *warnings])]
+    perfdata = {**result.perfdata, "login_problems": str(len(critical))}
+    return CheckResult(state, "; ".join(parts), perfdata)
 
 
 def _duration(seconds: float) -> str:

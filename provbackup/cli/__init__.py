@@ -1,11 +1,19 @@
 """The click commands, one module each; they parse options and call an action."""
 
 from provbackup.cli.check import check_command
+from provbackup.cli.jail import jail_template_command
 from provbackup.cli.process import process_command
 from provbackup.cli.reset import reset_command
 from provbackup.cli.scan import scan_command
 from provbackup.cli.show import show_command
 from provbackup.cli.snapshot import snapshot_command
 
-commands = [scan_command, process_command, show_command, reset_command, check_command,
-            snapshot_command]  # fmt: skip
+commands = [
+    scan_command,
+    process_command,
+    show_command,
+    reset_command,
+    check_command,
+    snapshot_command,
+    jail_template_command,
+]

@@ -97,12 +97,42 @@ class BackupConfig:
     engine: str = setting(
         "rsnapshot", v.choice(v.ENGINES), "how snapshots and quotas are made: rsnapshot or btrfs"
     )
+    # Not required to exist at load: `provbackup jail-template` builds it; until then
+    # each add/modify fails naming it, and `check` says so.
     jail_template: Path | None = setting(
-        None, v.existing_directory, "directory copied into every account's jail"
+        None, v.absolute_path, "the jail template linked into every account's jail"
     )
     min_uid: int = setting(1000, v.integer(1, v.MAX_ID), "lowest uidNumber and gidNumber accepted")
     max_uid: int = setting(
         v.MAX_ID, v.integer(1, v.MAX_ID), "highest uidNumber and gidNumber accepted"
+    )
+
+
+@dataclass(frozen=True)
+class JailConfig:
+    """``[jail]``: how ``jail-template`` builds the jail and what ``check`` inspects."""
+
+    sections: tuple[str, ...] = setting(
+        ("basicshell", "rsync"), v.word_list, "jk_init sections the jail template is built from"
+    )
+    programs: tuple[str, ...] = setting(
+        (), v.path_list, "more programs copied into the template with jk_cp"
+    )
+    jk_init_config: Path = setting(
+        Path("/etc/jailkit/jk_init.ini"), v.absolute_path, "jk_init's section definitions"
+    )
+    chrootsh: Path = setting(
+        Path("/usr/sbin/jk_chrootsh"), v.absolute_path, "the accounts' login shell (jailkit)"
+    )
+    chrootsh_ini: Path = setting(
+        Path("/etc/jailkit/jk_chrootsh.ini"), v.absolute_path, "jk_chrootsh's settings (checked)"
+    )
+    sshd: str = setting("/usr/sbin/sshd", v.absolute_path_text, "sshd, asked with -T by check")
+    sshd_config: Path = setting(
+        Path("/etc/ssh/sshd_config"), v.absolute_path, "sshd's configuration (checked)"
+    )
+    check_login: str = setting(
+        "auto", v.auto_boolean, "check the login setup: auto (with a jail template), yes, no"
     )
 
 
@@ -233,6 +263,7 @@ class HooksConfig:
 SECTIONS: dict[str, type] = {
     "ldap": LdapConfig,
     "backup": BackupConfig,
+    "jail": JailConfig,
     "rsnapshot": RsnapshotConfig,
     "quota": QuotaConfig,
     "delete": DeleteConfig,
@@ -289,6 +320,7 @@ class Config:
     source: Path
     ldap: LdapConfig
     backup: BackupConfig = BackupConfig()
+    jail: JailConfig = JailConfig()
     rsnapshot: RsnapshotConfig = RsnapshotConfig()
     quota: QuotaConfig = QuotaConfig()
     delete: DeleteConfig = DeleteConfig()

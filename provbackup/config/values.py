@@ -144,6 +144,20 @@ def backup_root(value: str) -> Path:
     return path
 
 
+def word_list(value: str) -> tuple[str, ...]:
+    """Names separated by commas or blanks (jk_init sections)."""
+    words = tuple(value.replace(",", " ").split())
+    for word in words:
+        if not word.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"{word!r} is not a section name")
+    return words
+
+
+def path_list(value: str) -> tuple[str, ...]:
+    """Absolute paths separated by commas or blanks."""
+    return tuple(absolute_path_text(word) for word in value.replace(",", " ").split())
+
+
 def uris(value: str) -> tuple[str, ...]:
     """ldap://, ldaps:// or ldapi:// URIs separated by spaces or commas."""
     words = tuple(value.replace(",", " ").split())

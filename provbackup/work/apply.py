@@ -30,6 +30,7 @@ from provbackup.paths import (
 )
 from provbackup.plan import CONF_MODE, QUARANTINE_MODE, AccountPlan
 from provbackup.work.hooks import run_hook
+from provbackup.work.jail import write_account_files
 from provbackup.work.purge import Purge, purge_quarantine
 from provbackup.work.quota import set_quota
 from provbackup.work.remove import Budget
@@ -125,8 +126,10 @@ def _provision(plan: AccountPlan, tester: ConfigTester, steps: list[str]) -> Non
             )  # fmt: skip
         account = opened[str(paths.account)]
         remove_stale_temporaries(account, steps)
+        jail = opened[str(paths.chroot)]
         if plan.jail_template is not None:
-            copy_jail_template(plan.jail_template, opened[str(paths.chroot)], steps)
+            copy_jail_template(plan.jail_template, jail, steps)
+        write_account_files(plan, jail, steps)
         steps.append(tester.check_shape(plan))
         if plan.account.active:
             _write_conf(plan, account, tester, steps)

@@ -752,6 +752,11 @@ def test_configtest_file_reports_the_error_line(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- jail template
 
 
+def jailed(root: Path, uid: str = UID, **changes: object) -> Account:
+    home = account_paths(root, "stoney", uid).expected_home_directory
+    return make_account(uid, home_directory=home, **changes)
+
+
 def test_jail_template_is_copied_without_following_links(
     root: Path, tmp_path: Path, outside: Path
 ) -> None:
@@ -762,12 +767,12 @@ def test_jail_template_is_copied_without_following_links(
     (template / "home" / "intruder").mkdir(parents=True)
     (template / "bin" / "tool").write_text("#!/bin/sh\n")
     (template / "bin" / "tool").chmod(0o755)
-    (template / "etc" / "passwd").write_text("backup:x:5001:5001::/home/3723707:/bin/sh\n")
+    (template / "etc" / "passwd").write_text(f"root:x:0:0::/root:/bin/sh\n{UID}:x:1:1::/:/x\n")
     os.symlink("lib", template / "lib64")
     os.symlink(outside, template / "escape")
     os.mkfifo(template / "etc" / "pipe")
     config = make_config(root, backup=BackupConfig(root=root, jail_template=template))
-    steps = apply(config, make_account())
+    steps = apply(config, jailed(root))
     chroot = account_paths(root, "stoney", UID).chroot
     assert (chroot / "bin" / "tool").read_text() == "#!/bin/sh\n"
     assert owner_and_mode(chroot / "bin" / "tool") == (0, 0, 0o755)
@@ -776,15 +781,20 @@ def test_jail_template_is_copied_without_following_links(
     assert stat.S_ISFIFO((chroot / "etc" / "pipe").lstat().st_mode)
     assert not (chroot / "home" / "intruder").exists()
     assert any(step.startswith(f"jail template {template}") for step in steps)
+    # The account's own line replaces the template's line for that name.
+    passwd = (chroot / "etc" / "passwd").read_text()
+    assert passwd == f"root:x:0:0::/root:/bin/sh\n{UID}:x:{USER}:{GROUP}::/home/{UID}:/bin/sh\n"
+    assert (chroot / "etc" / "group").read_text().endswith(f"{UID}:x:{GROUP}:\n")
+    assert (chroot / "etc" / "passwd").stat().st_nlink == 1
     # A changed template file is replaced; a jail file the template lacks stays.
     (chroot / "etc" / "local").write_text("operator's")
     once = tree(root)
-    steps = apply(config, make_account(), "modify")
+    steps = apply(config, jailed(root), "modify")
     assert tree(root) == once
     assert not any("jail template" in step for step in steps)
-    (template / "etc" / "passwd").write_text("changed\n")
-    apply(config, make_account(), "modify")
-    assert (chroot / "etc" / "passwd").read_text() == "changed\n"
+    (template / "etc" / "passwd").write_text("root:x:0:0:changed:/root:/bin/sh\n")
+    apply(config, jailed(root), "modify")
+    assert (chroot / "etc" / "passwd").read_text().startswith("root:x:0:0:changed:")
     assert (chroot / "etc" / "local").read_text() == "operator's"
 
 
@@ -795,13 +805,13 @@ def test_jail_template_never_writes_through_a_jail_symlink(
     (template / "etc").mkdir(parents=True)
     (template / "etc" / "passwd").write_text("x\n")
     config = make_config(root, backup=BackupConfig(root=root, jail_template=template))
-    apply(config, make_account())
+    apply(config, jailed(root))
     chroot = account_paths(root, "stoney", UID).chroot
     shutil.rmtree(chroot / "etc")
     os.symlink(outside, chroot / "etc")
     before = tree(outside)
     with pytest.raises(UnsafePathError, match="symbolic link"):
-        apply(config, make_account(), "modify")
+        apply(config, jailed(root), "modify")
     assert tree(outside) == before
 
 

@@ -12,7 +12,7 @@ from freezegun import freeze_time
 from provbackup import state
 from provbackup.actions.common import local_today
 from provbackup.entry import LdapEntry, Rules, read_account, read_request
-from provbackup.errors import InvalidEntryError
+from provbackup.errors import InvalidEntryError, UnsafePathError
 from provbackup.model import Verb
 from provbackup.systemids import SystemIds
 
@@ -314,3 +314,46 @@ def test_mode_is_read_ignoring_case():
         "sstProvisioningMode: 'remove': unknown mode (expected one of add, modify, delete)"
     )
     assert state.classify(unknown, TODAY) is state.Status.INVALID
+
+
+# ------------------------------------------------------------------ homeDirectory with a jail
+
+JAILED = replace(RULES, jailed=True)
+PLAIN_HOME = "/var/backup/7/707/723/3723707/chroot/home/3723707"
+
+
+def test_with_a_jail_the_home_directory_needs_the_jail_marker():
+    # Without a jail the plain form is accepted ...
+    assert account(homeDirectory=[PLAIN_HOME]).home_directory == PLAIN_HOME
+    # ... with one, jk_chrootsh could not log the account in: invalid (10), naming the value.
+    for value in (PLAIN_HOME, "/var/backup/7/707/723/3723707/./chroot/home/3723707"):
+        with pytest.raises(InvalidEntryError, match="jail marker") as caught:
+            account(rules=JAILED, homeDirectory=[value])
+        assert caught.value.return_value == 10
+        assert caught.value.attribute == "homeDirectory"
+    marked = account(rules=JAILED, verb=Verb.MODIFY)
+    assert marked.home_directory == ACCOUNT["homeDirectory"][0]
+    # A delete goes through whatever the entry says.
+    assert account(Verb.DELETE, JAILED, homeDirectory=[PLAIN_HOME]).uid == "3723707"
+
+
+def test_with_a_jail_a_missing_home_directory_is_invalid():
+    assert account(homeDirectory=None).home_directory is None
+    with pytest.raises(InvalidEntryError, match="homeDirectory") as caught:
+        account(rules=JAILED, homeDirectory=None)
+    assert caught.value.return_value == 10
+
+
+def test_with_a_jail_a_home_elsewhere_is_still_unsafe():
+    with pytest.raises(UnsafePathError):
+        account(rules=JAILED, homeDirectory=["/etc/./home/3723707"])
+
+
+def test_the_rules_know_a_jail_from_the_configuration(tmp_path):
+    from provbackup.config import BackupConfig, Config, LdapConfig
+
+    config = Config(source=tmp_path, ldap=LdapConfig(uris=("ldap://x",), base_dn="dc=x"))
+    ids = RULES.system_ids
+    assert Rules.from_config(config, ids).jailed is False
+    jailed = replace(config, backup=BackupConfig(jail_template=tmp_path))
+    assert Rules.from_config(jailed, ids).jailed is True
