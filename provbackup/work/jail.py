@@ -16,7 +16,8 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from provbackup.plan import ROOT_ID, AccountPlan
+from provbackup.model import ROOT_ID
+from provbackup.plan import AccountPlan
 from provbackup.work.safe import (
     OPEN_FILE_FLAGS,
     OpenDirectory,
