@@ -8,6 +8,7 @@ the traceback only at ``-v``. Commands return their exit code.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import click
@@ -20,8 +21,24 @@ from provbackup.errors import EXIT_SOFTWARE, ProvbackupError
 log = logging.getLogger("provbackup")
 
 
+# Global flags an operator may also type after the command name
+# (``provbackup process -q``); they take no value, so moving them is safe.
+_MOVABLE_FLAGS = re.compile(r"-v+|-q+|--verbose|--quiet|--log-json")
+
+
 class ProvbackupGroup(click.Group):
     """A click group that turns errors and returned codes into exit codes."""
+
+    def parse_args(self, context: click.Context, args: list[str]) -> list[str]:
+        """Move the global flags -v, -q and --log-json given after the command before it."""
+        command_at = next((index for index, word in enumerate(args) if word in self.commands), None)
+        if command_at is not None:
+            head, tail = args[: command_at + 1], args[command_at + 1 :]
+            end = tail.index("--") if "--" in tail else len(tail)
+            moved = [word for word in tail[:end] if _MOVABLE_FLAGS.fullmatch(word)]
+            kept = [word for word in tail[:end] if not _MOVABLE_FLAGS.fullmatch(word)]
+            args = moved + head + kept + tail[end:]
+        return super().parse_args(context, args)
 
     def invoke(self, context: click.Context) -> Any:
         try:

@@ -23,13 +23,15 @@ from provbackup.config import LdapConfig
 from provbackup.entry import READ_ATTRIBUTES, LdapEntry
 from provbackup.errors import BaseDnMissingError, LdapUnavailableError, UsageError
 from provbackup.ldapconnect import BindRefused, ConnectFailed, open_connection
-from provbackup.model import Changes, Operation
+from provbackup.model import MODE, RETURN_VALUE, STATE, Changes, Operation
 
 log = logging.getLogger(__name__)
 
 INVALID_CREDENTIALS = 49
 NO_SUCH_OBJECT = 32
 NO_SUCH_ATTRIBUTE = 16
+INSUFFICIENT_ACCESS = 50
+STRONGER_AUTH_REQUIRED = 8  # slapd's answer to an anonymous write
 _OPERATIONS = {
     Operation.ADD: ldap3.MODIFY_ADD,
     Operation.DELETE: ldap3.MODIFY_DELETE,
@@ -208,9 +210,26 @@ class LdapDirectory:
         message = str(result.get("description", "")) + (
             f" ({result['message']})" if result.get("message") else ""
         )
+        if code in (INSUFFICIENT_ACCESS, STRONGER_AUTH_REQUIRED):
+            message += "; " + self._write_access_hint(list(changes))
         if code != 0:
             log.debug("modify of %s refused: %s", dn, message)
         return ModifyResult(ok=code == 0, code=code, message=message)
+
+    def _write_access_hint(self, written: list[str]) -> str:
+        """Which attributes the bind DN must be allowed to write, for a refused modify."""
+        if MODE in written:  # a provisioning write: name every attribute process and reset write
+            date = (
+                "sstProvisioningExecutionDate (or sstProvisioningDate)"
+                if self.config.date_attribute == "auto"
+                else self.config.date_attribute
+            )
+            written = [MODE, STATE, date, RETURN_VALUE]
+        who = repr(self.config.bind_dn) if self.config.bind_dn else "an anonymous bind"
+        return (
+            f"{who} needs write access to {', '.join(written)} below "
+            f"{self.config.base_dn!r} (see the example ACL slapd-acl.conf)"
+        )
 
     def _ldapsearch_line(
         self, search_filter: str, base: str, scope: str, attributes: tuple[str, ...]

@@ -11,12 +11,15 @@ losing LDAP does.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 
 from provbackup import state, work
-from provbackup.actions.common import Clock, local_today, search_named, utc_now
+from provbackup.actions.common import Clock, find_entries, local_today, search_named, utc_now
 from provbackup.actions.entrywork import Due, EntryInterrupted, EntryWorker
 from provbackup.actions.report import EntryOutcome, RunReport
 from provbackup.config import Config
@@ -81,6 +84,7 @@ def process(
     ):
         try:
             check_root(config, dry_run=options.dry_run)
+            check_quota_command(config, dry_run=options.dry_run)
             due = _select(directory, config, options, rules, clock, worker, record)
             due = _guard_mass_delete(due, config, options.allow_mass_delete, record)
             if options.limit is not None and len(due) > options.limit:
@@ -146,6 +150,29 @@ def check_root(config: Config, *, dry_run: bool = False) -> None:
             raise ConfigError(f"{config.source}: {error}; {done}") from None
 
 
+def check_quota_command(config: Config, *, dry_run: bool = False) -> None:
+    """Raise ConfigError (78) when ``[quota] command``'s program is not installed.
+
+    Found before any claim: otherwise every add, modify and delete would
+    fail with 40 one by one, each then waiting for a reset.
+    """
+    command = config.quota.command
+    if not command or "{" in command[0]:
+        return
+    program = command[0]
+    if "/" in program:
+        found = os.path.isfile(program) and os.access(program, os.X_OK)
+    else:
+        found = shutil.which(program) is not None
+    if not found:
+        done = "nothing would be done" if dry_run else "no entry was claimed"
+        where = "" if "/" in program else f" in PATH ({os.environ.get('PATH', '')})"
+        raise ConfigError(
+            f"{config.source}: [quota] command: {program!r} is not an installed program{where}; "
+            f"install it (setquota is in Debian's quota package) or fix the path; {done}"
+        )
+
+
 def _select(
     directory: LdapDirectory,
     config: Config,
@@ -166,7 +193,9 @@ def _select(
         search_filter=request_filter(config.ldap.filter),
     )
     invalid = []
+    found = 0
     for entry in entries:
+        found += 1
         request = read_request(entry, config.ldap.date_attribute)
         status = state.classify(request, today)
         if status is state.Status.INVALID:
@@ -181,6 +210,8 @@ def _select(
                 due.append(Due(entry, request, request.verb, account))
         else:
             log.debug("%s: %s, left alone", entry.dn, status)
+    if not found and (options.dn is not None or options.uid is not None):
+        _say_why_nothing_is_due(directory, config, options, today)
     # Recorded after the search: a modify in the middle of a paged search would
     # have its result taken for the search's.
     for entry, request in invalid:
@@ -188,6 +219,23 @@ def _select(
         if outcome is not None:
             record(outcome)
     return due
+
+
+def _say_why_nothing_is_due(
+    directory: LdapDirectory, config: Config, options: ProcessOptions, today: date
+) -> None:
+    """``--dn``/``--uid`` selected no request: say why in one line.
+
+    Raises NotFoundError (1) when no provisioned entry has that DN or uid
+    (a typo must not look like "nothing to do"); otherwise logs the
+    entry's status (done, scheduled, failed, ...).
+    """
+    for entry in find_entries(directory, config, dn=options.dn, uid=options.uid):
+        request = read_request(entry, config.ldap.date_attribute)
+        log.info(
+            "%s: %s (sstProvisioningMode %r), nothing to do",
+            entry.dn, state.classify(request, today), request.mode,
+        )  # fmt: skip
 
 
 def _guard_mass_delete(

@@ -11,14 +11,20 @@ from provbackup.cli.options import Settings, dn_option, json_option, one_entry, 
 
 @click.command("show")
 @click.argument("uid", required=False)
+@click.option("--uid", "uid_option", metavar="UID", help="The entry's uid (same as UID).")
 @dn_option
 @json_option
 @pass_settings
-def show_command(settings: Settings, uid: str | None, dn: str | None, as_json: bool) -> int:
+def show_command(
+    settings: Settings, uid: str | None, uid_option: str | None, dn: str | None, as_json: bool
+) -> int:
     """Show one account: its provisioning attributes and what is on the server."""
     from provbackup.actions.show import show
     from provbackup.output import show_table
 
+    if uid is not None and uid_option is not None and uid != uid_option:
+        raise click.UsageError("give the uid once: as UID or as --uid UID")
+    uid = uid if uid is not None else uid_option
     one_entry(dn, uid)
     config = settings.load()
     views = show(config, uid=uid, dn=dn)

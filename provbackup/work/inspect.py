@@ -6,7 +6,7 @@ import contextlib
 import os
 import re
 import stat
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,46 @@ def inspect_entry(entry: LdapEntry, config: Config) -> dict[str, Any]:
     """
     uid = entry.single("uid")
     paths = account_paths(config.backup.root, config.backup.layout, uid)
-    return inspect_account(paths, engine=config.backup.engine)
+    view = inspect_account(paths, engine=config.backup.engine)
+    if not view["exists"]:
+        view["quarantined"] = quarantined(
+            config.backup.root, uid or "", config.delete.quarantine_days
+        )
+    return view
+
+
+def quarantined(root: Path, uid: str, days: int) -> list[str]:
+    """Where a deleted account with ``uid`` waits in ``<root>/.deleted``, and until when.
+
+    Returns one text per quarantined copy, oldest first: its path, when it
+    was deleted and from when a run purges it. Empty when there is none
+    (purged already, never deleted, or ``[delete] quarantine_days = 0``).
+    Follows no symlink; never raises for what it finds.
+    """
+    from provbackup.model import parse_timestamp
+    from provbackup.paths import QUARANTINE_DIRECTORY
+    from provbackup.work.purge import QUARANTINE_NAME
+
+    try:
+        with (
+            open_root(root) as top,
+            open_directory(top, QUARANTINE_DIRECTORY) as quarantine,
+        ):
+            names = os.listdir(quarantine.fd)
+    except (OSError, EntryError):
+        return []
+    found = []
+    for name in sorted(names):
+        match = QUARANTINE_NAME.fullmatch(name)
+        if match is None or match["uid"] != uid:
+            continue
+        deleted = parse_timestamp(match["stamp"])
+        when = ""
+        if deleted is not None:
+            purge = (deleted.replace(tzinfo=UTC) + timedelta(days=days)).isoformat()
+            when = f" (deleted {deleted.replace(tzinfo=UTC).isoformat()}, purged from {purge})"
+        found.append(f"{root / QUARANTINE_DIRECTORY / name}{when}")
+    return found
 
 
 def inspect_account(paths: AccountPaths, *, engine: str = "rsnapshot") -> dict[str, Any]:

@@ -321,3 +321,149 @@ def test_a_failure_reason_outlives_the_next_run_and_goes_with_the_failure(tmp_pa
     setup = write_config(tmp_path, ldap_server)
     assert run(setup, "process").code == 0
     assert "4100020" not in kept.read_text()
+
+
+# --- 10.9: the smaller surprises ---
+
+
+def test_the_sample_config_shows_the_defaults_it_claims_to(tmp_path):
+    import configparser
+    import dataclasses
+    from pathlib import Path
+
+    from provbackup.config import declared_keys
+
+    sample = Path(__file__).resolve().parents[2] / "etc" / "provbackup.conf"
+    assert "Every key set below shows its default" in sample.read_text()
+    keys = {(key.section, key.key): key for key in declared_keys()}
+    section, comment, checked, wrong = "", [], 0, []
+    for line in sample.read_text().splitlines():
+        stripped = line.strip()
+        if stripped.startswith("["):
+            section, comment = stripped[1:-1], []
+        elif stripped.startswith("#"):
+            comment.append(stripped)
+        elif "=" in stripped:
+            name, value = (part.strip() for part in stripped.split("=", 1))
+            key = keys[(section, name)]
+            said = " ".join(comment).lower()
+            comment = []
+            if key.setting.required or "site-specific" in said:
+                assert key.setting.required or "default:" in said, (section, name)
+                continue
+            if key.default is dataclasses.MISSING:  # a password file: always site-specific
+                wrong.append(f"[{section}] {name}: set, not marked site-specific")
+                continue
+            checked += 1
+            if key.setting.convert(value) != key.default:
+                wrong.append(f"[{section}] {name} = {value}: default is {key.default!r}")
+        else:
+            comment = []
+    assert wrong == []
+    assert checked >= 25
+    configparser.ConfigParser(interpolation=None).read(sample)  # still a valid INI file
+
+
+def test_show_takes_uid_as_an_option_too(tmp_path, ldap_server):
+    setup = write_config(tmp_path, ldap_server)
+    add(ldap_server, "4100030")
+    by_option = run(setup, "show", "--uid", "4100030", "--json")
+    assert by_option.code == 0, by_option.err
+    assert json.loads(by_option.out)[0]["provisioning"]["uid"] == "4100030"
+    assert by_option.out == run(setup, "show", "4100030", "--json").out
+    both = run(setup, "show", "4100030", "--uid", "4100031")
+    assert both.code == 2
+
+
+def test_process_of_an_unknown_uid_is_an_error_and_of_a_done_one_says_why(tmp_path, ldap_server):
+    setup = write_config(tmp_path, ldap_server)
+    add(ldap_server, "4100032", mode="added", state="20260101T000000Z",
+        extra={"sstProvisioningReturnValue": ["0"]})  # fmt: skip
+    unknown = run_process(setup, "process", "--uid", "4100099")
+    assert unknown.code == 1, unknown.err
+    lines = error_lines(unknown.err)
+    assert len(lines) == 1 and "no provisioned entry with uid '4100099'" in lines[0]
+    done = run_process(setup, "process", "--uid", "4100032")
+    assert done.code == 0, done.err
+    assert "uid=4100032" in done.err and "done ('added'" not in done.err
+    assert "done (sstProvisioningMode 'added'), nothing to do" in done.err
+
+
+def test_quiet_and_verbose_work_after_the_command_name(tmp_path, ldap_server):
+    setup = write_config(tmp_path, ldap_server)
+    add(ldap_server, "4100033")
+    verbose = run_process(setup, "scan", "-v")
+    assert verbose.code == 0, verbose.err
+    assert "equivalent: ldapsearch" in verbose.err
+    quiet = run_process(setup, "process", "-q")
+    assert quiet.code == 0, quiet.err
+    assert quiet.err == "" and "1 done" in quiet.out
+    assert run_process(setup, "check", "-qq").code == 0
+
+
+def test_a_write_refused_for_insufficient_access_names_the_attributes(tmp_path, ldap_server):
+    # The suite's slapd runs the example ACL in front of Debian's default rules: a DN
+    # other than provbackup's reads the accounts (Debian: "by * read") but writes nothing.
+    reader = f"cn=truth-reader-{tmp_path.name[-12:]},{ldap_server.suffix}"
+    ldap_server.add_entries([(reader, {
+        "objectClass": ["organizationalRole", "simpleSecurityObject"],
+        "userPassword": ["reader-secret"],
+    })])  # fmt: skip
+    try:
+        setup = write_config(tmp_path, ldap_server, bind_dn=reader, bind_password="reader-secret")
+        dn = add(ldap_server, "4100034")
+        result = run(setup, "process")
+        assert result.code == 1, result.out + result.err
+        line = next(line for line in result.out.splitlines() if "4100034" in line)
+        assert "insufficientAccessRights" in line, line
+        assert (f"{reader!r} needs write access to sstProvisioningMode, sstProvisioningState, "
+                "sstProvisioningExecutionDate (or sstProvisioningDate), "
+                "sstProvisioningReturnValue below") in line  # fmt: skip
+        assert "slapd-acl.conf" in line
+        assert read_entry(ldap_server, dn)["sstprovisioningmode"] == ["add"]
+        anonymous = write_config(tmp_path, ldap_server, bind_dn="", bind_password="")
+        result = run(anonymous, "process")
+        line = next(line for line in result.out.splitlines() if "4100034" in line)
+        assert "an anonymous bind needs write access to sstProvisioningMode" in line, line
+    finally:
+        connection = ldap_server.connection()
+        try:
+            connection.delete(reader)
+        finally:
+            connection.unbind()
+
+
+def test_show_of_a_deleted_account_says_where_it_is_quarantined(tmp_path, ldap_server):
+    setup = write_config(tmp_path, ldap_server, extra="[delete]\nquarantine_days = 7\n")
+    dn = add(ldap_server, "4100035")
+    assert run(setup, "process").code == 0
+    modify_entry(ldap_server, dn, {"sstProvisioningMode": ["delete"],
+                                   "sstProvisioningState": ["0"]})  # fmt: skip
+    assert run(setup, "process").code == 0
+    (moved,) = (setup.root / ".deleted").iterdir()
+    shown = run(setup, "show", "4100035", "--json")
+    assert shown.code == 0, shown.err
+    server = json.loads(shown.out)[0]["server"]
+    assert server["exists"] is False
+    assert len(server["quarantined"]) == 1
+    assert server["quarantined"][0].startswith(f"{moved} (deleted ")
+    assert "purged from" in server["quarantined"][0]
+    assert str(moved) in run(setup, "show", "4100035").out
+
+
+def test_a_quota_command_that_is_not_installed_stops_the_run_before_any_claim(
+    tmp_path, ldap_server
+):
+    dn = add(ldap_server, "4100036")
+    for program in ("/nonexistent/sbin/setquota", "provbackup-no-such-setquota"):
+        setup = write_config(
+            tmp_path, ldap_server, extra=f"[quota]\ncommand = {program} -g {{gidnumber}}\n"
+        )
+        for arguments in (("process",), ("process", "--dry-run")):
+            result = run_process(setup, *arguments)
+            assert result.code == 78, (program, result.err)
+            lines = error_lines(result.err)
+            assert len(lines) == 1, result.err
+            assert f"[quota] command: {program!r} is not an installed program" in lines[0]
+        assert read_entry(ldap_server, dn)["sstprovisioningmode"] == ["add"]
+        assert not any(setup.root.iterdir())
