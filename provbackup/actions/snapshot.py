@@ -44,6 +44,7 @@ from provbackup.errors import (
 from provbackup.lock import run_lock
 from provbackup.paths import AccountPaths, account_paths
 from provbackup.status import write_status
+from provbackup.work.discover import find_accounts
 from provbackup.work.rsnapshot import resolve_command
 from provbackup.work.safe import lstat_entry, open_root
 from provbackup.work.snapshot_account import (
@@ -56,7 +57,7 @@ from provbackup.work.snapshot_account import (
     SnapshotJob,
     snapshot_account,
 )
-from provbackup.work.snapshots import find_accounts, open_account
+from provbackup.work.snapshots import open_account
 from provbackup.work.usage import raise_open_files_limit
 
 if TYPE_CHECKING:

@@ -18,8 +18,9 @@ from typing import Any
 
 from provbackup.config import INTERVALS, Config
 from provbackup.errors import EXIT_ENTRIES_FAILED, EXIT_LDAP_UNAVAILABLE, EXIT_OK, EntryError
+from provbackup.work.discover import find_accounts
 from provbackup.work.safe import open_directory
-from provbackup.work.snapshots import find_accounts, open_account, read_conf
+from provbackup.work.snapshots import open_account, read_conf
 
 log = logging.getLogger(__name__)
 

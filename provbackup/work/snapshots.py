@@ -4,10 +4,7 @@ Everything is reached from the backup root through directory descriptors
 opened with ``O_NOFOLLOW`` (:mod:`provbackup.work.safe`): nothing a customer
 planted is followed. The pieces:
 
-- :func:`find_accounts` walks the layout (``stoney``: four levels of digit
-  names; ``flat``: one level) for account directories holding a regular file
-  named exactly ``rsnapshot.conf``; ``.deleted`` and inactive accounts
-  (``rsnapshot.conf.inactive``) are never matched.
+- :func:`open_account` opens an account's directory and home from the root.
 - :func:`read_conf` reads the retain lines and paths of an account's file
   and checks they are this account's own paths.
 - :func:`migrate_layout` moves snapshots of the first release's layout
@@ -26,12 +23,11 @@ import re
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from provbackup.config import INTERVALS
-from provbackup.errors import RETURN_RSNAPSHOT, InvalidEntryError, UnsafePathError, WorkError
+from provbackup.errors import RETURN_RSNAPSHOT, UnsafePathError, WorkError
 from provbackup.model import ROOT_ID
-from provbackup.paths import RSNAPSHOT_CONF, SAFE_UID, AccountPaths, account_paths
+from provbackup.paths import RSNAPSHOT_CONF, AccountPaths
 from provbackup.plan import CONF_MODE
 from provbackup.work.safe import (
     OPEN_FILE_FLAGS,
@@ -49,9 +45,10 @@ MAX_CONF_BYTES = 64 * 1024
 SNAPSHOT_NAME = re.compile(r"(?P<interval>hourly|daily|weekly|monthly|yearly)\.(?P<number>\d{1,4})")
 MIGRATING_PREFIX = ".provbackup-migrating."
 PRUNING_PREFIX = ".provbackup-pruning."
+# In the account directory: the old-layout snapshots a migration still has to move.
+PENDING_FILE = "snapshot-layout-pending"
 OLD_DESTINATION = "incoming/"
 NEW_DESTINATION = "./"
-STONEY_LEVELS = (re.compile(r"\d"), re.compile(r"\d{3}"), re.compile(r"\d{3}"))
 
 
 @dataclass(frozen=True)
@@ -76,72 +73,6 @@ class AccountConf:
     def lowest(self) -> str | None:
         """The interval rsnapshot syncs into (the others rotate from it)."""
         return self.retain[0][0] if self.retain else None
-
-
-def find_accounts(root: Path, layout: str) -> Iterator[AccountPaths]:
-    """Yield the paths of every account under ``root`` whose active rsnapshot.conf exists.
-
-    Walks only the names the layout makes (digits in ``stoney``, safe uids
-    in ``flat``; never a dot name such as ``.deleted``), never follows a
-    symlink and never recurses on the Python stack: the depth is fixed by
-    the layout. Only a regular file named exactly ``rsnapshot.conf`` counts.
-    Raises WorkError when the root cannot be opened.
-    """
-    with open_root(root) as top:
-        if layout == "flat":
-            yield from _accounts_in(top, root, layout)
-            return
-        for first in _subdirectories(top, STONEY_LEVELS[0]):
-            with first:
-                for second in _subdirectories(first, STONEY_LEVELS[1]):
-                    with second:
-                        for third in _subdirectories(second, STONEY_LEVELS[2]):
-                            with third:
-                                yield from _accounts_in(third, root, layout)
-
-
-def _subdirectories(parent: OpenDirectory, pattern: re.Pattern[str]) -> Iterator[OpenDirectory]:
-    with os.scandir(parent.fd) as entries:
-        names = sorted(
-            entry.name
-            for entry in entries
-            if pattern.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False)
-        )
-    for name in names:
-        try:
-            yield open_directory(parent, name)
-        except (FileNotFoundError, UnsafePathError):
-            continue  # vanished or replaced since the listing
-
-
-def _accounts_in(parent: OpenDirectory, root: Path, layout: str) -> Iterator[AccountPaths]:
-    with os.scandir(parent.fd) as entries:
-        names = sorted(
-            entry.name
-            for entry in entries
-            if SAFE_UID.fullmatch(entry.name)
-            and not entry.name.startswith(".")
-            and entry.is_dir(follow_symlinks=False)
-        )
-    for name in names:
-        try:
-            paths = account_paths(root, layout, name)
-        except (ValueError, InvalidEntryError):
-            continue  # a name this layout never makes
-        if paths.account.parent != parent.path:
-            continue  # e.g. 12345 found under 7/707/723: not where the layout puts it
-        try:
-            with open_directory(parent, name, path=paths.account) as account:
-                status = lstat_entry(account, RSNAPSHOT_CONF)
-        except (OSError, UnsafePathError):
-            continue  # vanished or replaced since the listing
-        if status is not None and stat.S_ISREG(status.st_mode):
-            yield paths
-
-
-def account_by_uid(root: Path, layout: str, uid: str) -> AccountPaths:
-    """Return the paths of the account ``uid`` (InvalidEntryError for a bad uid)."""
-    return account_paths(root, layout, uid)
 
 
 @contextlib.contextmanager
@@ -234,37 +165,31 @@ def migrate_layout(
     """Bring an account from the first release's layout to ``./``; idempotent.
 
     While the configuration still says ``incoming/``, every snapshot holding
-    exactly one directory ``incoming`` is of the old layout: its
-    ``incoming`` is renamed to a temporary name beside the snapshot, the
-    emptied snapshot removed, and the temporary renamed to the snapshot's
-    name (hard links untouched: nothing is copied). A run killed half-way
-    is finished by the next one from the temporary names. Then the backup
-    line is rewritten to ``./``. Returns the (new) configuration and the
-    steps done.
+    exactly one directory ``incoming`` is of the old layout. Their names are
+    first written to ``A/snapshot-layout-pending`` (so a run killed half-way
+    never takes an already moved snapshot whose one client happens to be
+    called ``incoming`` for an old one). Each snapshot's ``incoming`` is
+    renamed to a temporary name beside it, its name taken off the list, the
+    emptied snapshot removed and the temporary renamed to the snapshot's
+    name (hard links untouched: nothing is copied; the snapshot's date
+    kept). A killed run is finished by the next from the list and the
+    temporary names. Then the backup line becomes ``./`` and the list goes.
+    Returns the (new) configuration and the steps done.
     """
     steps: list[str] = []
     with open_directory(home, ".snapshots") as snapshots:
-        _finish_migrations(snapshots, steps)
+        finished = _finish_migrations(snapshots, steps)
         if conf.destination == NEW_DESTINATION:
             return conf, steps
-        for _interval, _number, name in snapshot_names(snapshots):
-            with open_directory(snapshots, name) as snapshot:
-                inside = os.listdir(snapshot.fd)
-                status = lstat_entry(snapshot, "incoming") if inside == ["incoming"] else None
-                if status is None or not stat.S_ISDIR(status.st_mode):
-                    continue
-                temporary = MIGRATING_PREFIX + name
-                # rsnapshot dated the snapshot by its directory's mtime: keep that date.
-                times = os.fstat(snapshot.fd)
-                os.rename("incoming", temporary, src_dir_fd=snapshot.fd, dst_dir_fd=snapshots.fd)
-            _finish_one(snapshots, temporary, name)
-            os.utime(
-                name,
-                ns=(times.st_atime_ns, times.st_mtime_ns),
-                dir_fd=snapshots.fd,
-                follow_symlinks=False,
-            )
-            steps.append(f"moved {snapshots.path / name}/incoming up one level")
+        pending = _read_pending(account)
+        if pending is None:
+            pending = [name for _, _, name in snapshot_names(snapshots) if _is_old(snapshots, name)]
+            _write_pending(account, pending)
+        for name in list(pending):
+            if name not in finished and _is_old(snapshots, name):
+                _move_up(snapshots, name, account, [item for item in pending if item != name])
+                steps.append(f"moved {snapshots.path / name}/incoming up one level")
+            pending.remove(name)
         os.fsync(snapshots.fd)
     old_line = f"backup\t{paths.incoming}/\t{OLD_DESTINATION}"
     new_line = f"backup\t{paths.incoming}/\t{NEW_DESTINATION}"
@@ -272,17 +197,65 @@ def migrate_layout(
     replace_file(
         account, RSNAPSHOT_CONF, text.encode("utf-8"), uid=ROOT_ID, gid=ROOT_ID, mode=CONF_MODE
     )
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(PENDING_FILE, dir_fd=account.fd)
     steps.append(f"{paths.rsnapshot_conf}: backup destination incoming/ -> ./ (layout upgraded)")
     return AccountConf(retain=conf.retain, destination=NEW_DESTINATION, text=text), steps
 
 
-def _finish_migrations(snapshots: OpenDirectory, steps: list[str]) -> None:
+def _is_old(snapshots: OpenDirectory, name: str) -> bool:
+    """True when the snapshot ``name`` holds exactly one directory, ``incoming``."""
+    try:
+        with open_directory(snapshots, name) as snapshot:
+            if os.listdir(snapshot.fd) != ["incoming"]:
+                return False
+            status = lstat_entry(snapshot, "incoming")
+    except (FileNotFoundError, UnsafePathError):
+        return False
+    return status is not None and stat.S_ISDIR(status.st_mode)
+
+
+def _move_up(snapshots: OpenDirectory, name: str, account: OpenDirectory, rest: list[str]) -> None:
+    temporary = MIGRATING_PREFIX + name
+    with open_directory(snapshots, name) as snapshot:
+        # rsnapshot dated the snapshot by its directory's mtime: keep that date.
+        times = os.fstat(snapshot.fd)
+        os.rename("incoming", temporary, src_dir_fd=snapshot.fd, dst_dir_fd=snapshots.fd)
+    _write_pending(account, rest)  # from here on the temporary name carries the state
+    _finish_one(snapshots, temporary, name)
+    os.utime(
+        name, ns=(times.st_atime_ns, times.st_mtime_ns), dir_fd=snapshots.fd, follow_symlinks=False
+    )
+
+
+def _read_pending(account: OpenDirectory) -> list[str] | None:
+    try:
+        fd = os.open(PENDING_FILE, OPEN_FILE_FLAGS, dir_fd=account.fd)
+    except FileNotFoundError:
+        return None
+    try:
+        text = os.read(fd, MAX_CONF_BYTES).decode("ascii", errors="replace")
+    finally:
+        os.close(fd)
+    return [name for name in text.split() if SNAPSHOT_NAME.fullmatch(name)]
+
+
+def _write_pending(account: OpenDirectory, names: list[str]) -> None:
+    content = "".join(f"{name}\n" for name in names).encode("ascii")
+    replace_file(account, PENDING_FILE, content, uid=ROOT_ID, gid=ROOT_ID, mode=0o600)
+
+
+def _finish_migrations(snapshots: OpenDirectory, steps: list[str]) -> set[str]:
+    """Finish the moves a killed run left half done; return the snapshots finished."""
+    finished = set()
     for name in os.listdir(snapshots.fd):
         if name.startswith(MIGRATING_PREFIX):
             target = name[len(MIGRATING_PREFIX) :]
             if SNAPSHOT_NAME.fullmatch(target):
                 _finish_one(snapshots, name, target)
+                finished.add(target)
                 steps.append(f"finished moving {snapshots.path / target} up one level")
+    return finished
 
 
 def _finish_one(snapshots: OpenDirectory, temporary: str, name: str) -> None:

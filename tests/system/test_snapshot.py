@@ -340,3 +340,31 @@ def test_check_and_show_know_the_newest_snapshot(tmp_path, ldap_server):
     assert stale.code == 1, stale.out
     assert "1 accounts without a recent snapshot (1000092)" in stale.out
     assert "stale=1 snapshot_accounts=2" in stale.out
+
+
+def test_a_killed_migration_is_finished_without_moving_a_snapshot_twice(tmp_path, ldap_server):
+    """A client named "incoming" makes a moved snapshot look like an old one: the list decides."""
+    setup = write_config(tmp_path, ldap_server)
+    provision(ldap_server, setup, "1000075")
+    upload(setup.root, "1000075", host="incoming", files={"file.txt": b"data"})
+    account = account_dir(setup.root, "1000075")
+    conf = account / "rsnapshot.conf"
+    conf.write_text(conf.read_text().replace("/incoming/\t./\n", "/incoming/\tincoming/\n"))
+    for _ in range(3):
+        subprocess.run(["rsnapshot", "-c", str(conf), "daily"], check=True, timeout=60)
+    snapshots = home_of(setup.root, "1000075") / ".snapshots"
+    # A run killed after moving daily.0 and half-way through daily.1:
+    (account / "snapshot-layout-pending").write_text("daily.1\ndaily.2\n")
+    os.rename(snapshots / "daily.0" / "incoming", snapshots / ".provbackup-migrating.daily.0")
+    os.rmdir(snapshots / "daily.0")
+    os.rename(snapshots / ".provbackup-migrating.daily.0", snapshots / "daily.0")
+    os.rename(snapshots / "daily.1" / "incoming", snapshots / ".provbackup-migrating.daily.1")
+
+    result = run(setup, "snapshot", "daily")
+
+    assert result.code == 0, result.out + result.err
+    # Every snapshot (rotated one up by this run) holds the client "incoming" at its top.
+    for name in ("daily.0", "daily.1", "daily.2", "daily.3"):
+        assert (snapshots / name / "incoming" / "file.txt").read_bytes() == b"data", name
+    assert not (account / "snapshot-layout-pending").exists()
+    assert conf.read_text().endswith("/incoming/\t./\n")

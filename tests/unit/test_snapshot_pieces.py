@@ -15,8 +15,8 @@ import pytest
 from provbackup.accountlock import AccountBusyError, account_lock, account_lock_path
 from provbackup.actions.snapshot_check import evaluate_runs
 from provbackup.config import Config, LdapConfig, RunConfig
+from provbackup.work.discover import find_accounts
 from provbackup.work.safe import open_root
-from provbackup.work.snapshots import find_accounts
 from provbackup.work.usage import allocated_bytes, parse_backup_ended
 
 
