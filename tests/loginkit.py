@@ -9,6 +9,7 @@ even when the test fails; the system's own sshd service is never touched.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import shlex
@@ -35,16 +36,41 @@ class _Saved:
     owner: tuple[int, int] = (0, 0)
 
 
+GLOBAL_LOCK = Path("/run/lock/provbackup-test-global-files.lock")
+GLOBAL_LOCK_WAIT = 900.0
+
+
 class GlobalFiles:
-    """Save global files on entry and restore them (or their absence) on exit."""
+    """Save global files on entry and restore them (or their absence) on exit.
+
+    Holds a flock for the whole time: two suites running at once on one
+    machine (several worktrees) would otherwise save each other's edits and
+    "restore" them.
+    """
 
     def __init__(self, paths: Sequence[Path], directories: Sequence[Path] = ()) -> None:
         self.saved: list[_Saved] = []
         self.paths = paths
         self.directories = directories
         self.created: list[Path] = []
+        self.lock_fd = -1
+
+    def _lock(self) -> None:
+        GLOBAL_LOCK.parent.mkdir(parents=True, exist_ok=True)
+        self.lock_fd = os.open(GLOBAL_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        deadline = time.monotonic() + GLOBAL_LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(self.lock_fd)
+                    raise TimeoutError(f"{GLOBAL_LOCK} held for {GLOBAL_LOCK_WAIT:g} s") from None
+                time.sleep(0.5)
 
     def __enter__(self) -> GlobalFiles:
+        self._lock()
         for directory in self.directories:
             if not directory.exists():
                 directory.mkdir(mode=0o755, parents=True)
@@ -74,6 +100,7 @@ class GlobalFiles:
         for directory in reversed(self.created):
             with contextlib.suppress(OSError):
                 directory.rmdir()
+        os.close(self.lock_fd)  # releases the flock
 
 
 def enable_extrausers() -> None:

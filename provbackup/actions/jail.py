@@ -172,32 +172,45 @@ def _run_jailkit(config: Config, staging: Path, report: BuildReport) -> None:
 
 def _add_own_files(staging: Path) -> None:
     """getQuota, a files-only nsswitch.conf, the devices and the base passwd/group."""
-    binaries = staging / "bin"
-    if not binaries.exists():
-        binaries.mkdir(mode=0o755)
-    # bin may be jk_init's symlink to usr/bin: it resolves inside the fresh staging tree.
+    # jk_init makes bin a symlink to usr/bin; any such link must stay inside the staging
+    # tree: one to the host's /usr/bin would have root write into the host.
+    binaries = _inside(staging, "bin", create=True)
     _write(binaries / "getQuota", GETQUOTA_SCRIPT, 0o755)
-    etc = staging / "etc"
-    etc.mkdir(mode=0o755, exist_ok=True)
+    etc = _inside(staging, "etc", create=True)
     _write(etc / "nsswitch.conf", JAIL_NSSWITCH, 0o644)
     if not (etc / "passwd").exists():
         _write(etc / "passwd", "root:x:0:0:root:/root:/bin/sh\n", 0o644)
     if not (etc / "group").exists():
         _write(etc / "group", "root:x:0:\n", 0o644)
-    devices = staging / "dev"
-    devices.mkdir(mode=0o755, exist_ok=True)
+    devices = _inside(staging, "dev", create=True)
     for name, (major, minor) in JAIL_DEVICES.items():
         if not (devices / name).exists():
             os.mknod(devices / name, stat.S_IFCHR | 0o666, os.makedev(major, minor))
             os.chmod(devices / name, 0o666)
 
 
+def _inside(staging: Path, name: str, *, create: bool) -> Path:
+    """``staging/name`` resolved, refusing anything that leads out of ``staging``."""
+    path = staging / name
+    if create and not os.path.lexists(path):
+        path.mkdir(mode=0o755)
+    resolved = Path(os.path.realpath(path))
+    if not resolved.is_relative_to(os.path.realpath(staging)) or not resolved.is_dir():
+        raise JailTemplateError(
+            f"the new jail's /{name} leads to {resolved}, outside the jail; not writing there"
+        )
+    return resolved
+
+
 def _write(path: Path, text: str, mode: int) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
-    path.write_text(text, encoding="utf-8")
-    os.chown(path, 0, 0)
-    os.chmod(path, mode)
+    # O_NOFOLLOW|O_EXCL: a symlink planted at the name is refused, never written through.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        os.fchown(handle.fileno(), 0, 0)
+        os.fchmod(handle.fileno(), mode)
 
 
 def _make_shareable(staging: Path, report: BuildReport) -> None:

@@ -256,3 +256,17 @@ def test_jail_template_refuses_a_jail_without_rsync_and_keeps_the_old_one(base: 
     unknown = write_config(base, None, base_dn="dc=example,dc=com", extra=sections)
     refused = run(unknown, "jail-template", str(template))
     assert refused.code == 1 and "nosuchsection" in refused.err
+
+
+def test_the_build_never_writes_through_a_link_out_of_the_new_jail(tmp_path: Path) -> None:
+    from provbackup.actions.jail import _add_own_files
+    from provbackup.errors import JailTemplateError
+
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    outside = tmp_path / "host-bin"
+    outside.mkdir()
+    os.symlink(outside, staging / "bin")
+    with pytest.raises(JailTemplateError, match="outside the jail"):
+        _add_own_files(staging)
+    assert os.listdir(outside) == []
