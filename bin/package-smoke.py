@@ -4,13 +4,20 @@ Starts a throwaway slapd from the checkout's ``sandbox/`` (with TLS), points
 the package's own conffile /etc/provbackup/provbackup.conf at it (the default
 config path, lock and status file), adds one account request, and runs the
 installed ``/usr/bin/provbackup`` with a clean environment: ``process``
-(the account is added), ``show`` and ``check``. Prints what it checked;
-exits non-zero at the first check that fails. ``sys.argv[1]`` is the backup
-root to use (left in place: bin/test-package checks that purging keeps it).
+(the account is added), ``show`` and ``check``. Then, with the slapd still
+running, upgrades to ``sys.argv[2]`` (the same code built as another Debian
+revision) the way the README describes, with the conffile edited and the
+timer enabled: the conffile is kept (no prompt, mode 0600), the timer stays
+enabled, the account tree is untouched and ``check`` still says OK.
+Prints what it checked; exits non-zero at the first check that fails.
+``sys.argv[1]`` is the backup root to use (left in place: bin/test-package
+checks that purging keeps it).
 """
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import re
 import subprocess
 import sys
@@ -114,7 +121,45 @@ def main() -> int:
         require(checked.startswith("PROVBACKUP OK"), "check says OK")
         require(Path("/var/lib/provbackup/status.json").is_file(),
                 "the status file is in /var/lib/provbackup")  # fmt: skip
+        if len(sys.argv) > 2:
+            upgrade(Path(sys.argv[2]), root)
     return 0
+
+
+def tree(root: Path) -> list[tuple[str, int, int, int, int]]:
+    """Every path below ``root`` with its mode, owner, group and size (no link followed)."""
+    listing = []
+    for path in sorted(root.rglob("*")):
+        status = path.lstat()
+        listing.append((str(path), status.st_mode, status.st_uid, status.st_gid, status.st_size))
+    return listing
+
+
+def upgrade(deb: Path, root: Path) -> None:
+    """Upgrade to ``deb`` with the conffile edited and the timer enabled; check what stays."""
+    subprocess.run(["systemctl", "enable", "provbackup.timer"], capture_output=True, check=True)
+    conffile = CONFIG.read_bytes()
+    before = tree(root)
+    version = subprocess.run(["dpkg-deb", "-f", str(deb), "Version"], capture_output=True,
+                             text=True, check=True).stdout.strip()  # fmt: skip
+    installed = subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", f"./{deb}"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd=REPOSITORY, check=False,
+        env={**CLEAN_ENVIRONMENT, "DEBIAN_FRONTEND": "noninteractive"},
+    )  # fmt: skip
+    require(installed.returncode == 0, f"apt-get install ./{deb}: {installed.stderr[-2000:]}")
+    now = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "provbackup"],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    require(now == version, f"upgraded to {version}")
+    require(hashlib.sha256(CONFIG.read_bytes()).digest() == hashlib.sha256(conffile).digest(),
+            "the edited conffile is kept")  # fmt: skip
+    require(CONFIG.stat().st_mode & 0o777 == 0o600, "the conffile is still 0600")
+    require(not Path(f"{CONFIG}.dpkg-dist").exists(), "no conffile prompt (no .dpkg-dist)")
+    require(bool(glob.glob("/etc/systemd/system/*.wants/provbackup.timer")),
+            "the enabled timer stays enabled")  # fmt: skip
+    require(tree(root) == before, "the account tree is untouched by the upgrade")
+    require(run("-qq", "check").startswith("PROVBACKUP OK"), "check still says OK")
+    require("added" in run("show", UID), "show still reports the account")
 
 
 if __name__ == "__main__":
