@@ -407,6 +407,33 @@ def test_process_sends_one_mail_for_all_its_failures(tmp_path, ldap_server, star
     assert "3723703" not in body
 
 
+def test_an_invalid_request_is_mailed_by_the_first_run_only(tmp_path, ldap_server, start_server):
+    """SPEC section 8 (issue 10.4): cron must not mail every five minutes for one entry."""
+    from support import run, write_config
+
+    from sandbox import account_entry
+
+    recorder, port = start_server()
+    setup = write_config(
+        tmp_path,
+        ldap_server,
+        f"[mail]\nto = ops@example.org\nhost = 127.0.0.1\nport = {port}\nstarttls = no\n",
+    )
+    dn, attributes = account_entry("3723704", base_dn=ldap_server.accounts_dn, mode="remove")
+    ldap_server.add_entries([(dn, attributes)])
+
+    first = run(setup, "process")
+    assert first.code == 1
+    assert len(recorder.messages) == 1
+    body = recorder.messages[0].message.get_content()
+    assert dn in body and "'remove': unknown mode" in body
+
+    for _ in range(2):
+        later = run(setup, "process")
+        assert later.code == 0, later.out + later.err
+    assert len(recorder.messages) == 1, "reported once, not by every run"
+
+
 def test_a_snapshot_run_sends_one_mail_for_its_failed_accounts(tmp_path, ldap_server, start_server):
     """End to end: ``provbackup snapshot daily`` with one account rsnapshot refuses."""
     from support import run, write_config
