@@ -95,12 +95,16 @@ def open_connection(config: LdapConfig, uri: str) -> ldap3.Connection:
         raise ConnectFailed(
             f"{uri}: {_describe(error)}", deterministic=_is_deterministic(error)
         ) from None
+    except _GARBLED as error:
+        raise ConnectFailed(_not_ldap(uri, error)) from None
     try:
         bound = connection.bind()
     except (ldap_exceptions.LDAPException, OSError) as error:
         raise ConnectFailed(
             f"{uri}: bind failed: {_describe(error)}", deterministic=_is_deterministic(error)
         ) from None
+    except _GARBLED as error:
+        raise ConnectFailed(_not_ldap(uri, error)) from None
     if not bound:
         result = connection.result or {}
         code = result.get("result")
@@ -119,6 +123,18 @@ def open_connection(config: LdapConfig, uri: str) -> ldap3.Connection:
             deterministic=code in _DETERMINISTIC_BIND_RESULTS,
         )
     return connection
+
+
+# What ldap3's BER decoder raises when the answer is not LDAP at all (an HTTP or
+# SSH server on the port): a connection failure, not an internal error.
+_GARBLED = (KeyError, IndexError, ValueError, TypeError)
+
+
+def _not_ldap(uri: str, error: BaseException) -> str:
+    return (
+        f"{uri}: the server does not answer like an LDAP server (wrong host or port? "
+        f"ldaps:// on an ldap:// port?): {type(error).__name__}: {error}"
+    )
 
 
 def _password_source(config: LdapConfig) -> str:

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 # LDAP down: one attempt per URI, each at most CHECK_TIMEOUT seconds, and the
 # whole directory read cut off after CHECK_DEADLINE seconds.
 CHECK_TIMEOUT = 2.0
-CHECK_DEADLINE = 4.5
+CHECK_DEADLINE = 4.0
 
 # The counts reported as perfdata, in this order.
 COUNTED = (
