@@ -178,7 +178,17 @@ def test_dry_run_says_what_btrfs_would_do_and_does_nothing(
     tmp_path: Path, ldap_server, btrfs_root: Path
 ) -> None:
     setup = btrfs_setup(tmp_path, ldap_server, btrfs_root)
-    provision(ldap_server, setup, btrfs_root, "1000103")
+    dn, attributes = account_entry(
+        "1000103", base_dn=ldap_server.accounts_dn,
+        home_directory=jailkit_home_directory(btrfs_root, "1000103"), quota=8 * MIB,
+    )  # fmt: skip
+    ldap_server.add_entries([(dn, attributes)])
+    planned = run(setup, "process", "--dry-run")
+    assert planned.code == 0, planned.err
+    assert "incoming a btrfs subvolume in its own qgroup" in planned.out
+    assert "btrfs qgroup of incoming/ and its snapshots limited to 8388608 bytes" in planned.out
+    assert not home_of(btrfs_root, "1000103").exists()
+    assert run(setup, "process").code == 0
     result = run(setup, "snapshot", "daily", "--dry-run")
     assert result.code == 0, result.err
     assert re.search(r"^would\s+1000103\s.*btrfs: read-only daily\.0", result.out, re.M)
