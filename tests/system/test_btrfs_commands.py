@@ -213,3 +213,21 @@ def test_btrfs_engine_on_another_filesystem_exits_78(tmp_path: Path, ldap_server
         assert "not on a btrfs filesystem" in result.err
     # nothing claimed
     assert read_entry(ldap_server, dn)["sstprovisioningmode"] == ["add"]
+
+
+def test_a_full_account_can_still_be_deactivated_and_its_quota_changed(
+    tmp_path: Path, ldap_server, btrfs_root: Path
+) -> None:
+    setup = btrfs_setup(tmp_path, ldap_server, btrfs_root)
+    uid = "1000105"
+    dn = provision(ldap_server, setup, btrfs_root, uid, quota=8 * MIB)
+    incoming = home_of(btrfs_root, uid) / "incoming"
+    assert write_as_customer(uid, incoming / "h" / "fill", os.urandom(12 * MIB)).returncode != 0
+    modify_entry(ldap_server, dn, {"sstIsActive": ["FALSE"], "sstQuota": [str(6 * MIB)],
+                                   "sstProvisioningMode": ["modify"],
+                                   "sstProvisioningState": ["0"]})  # fmt: skip
+    result = run(setup, "process")
+    assert result.code == 0, result.out + result.err
+    status = incoming.stat()
+    assert (status.st_uid, stat.S_IMODE(status.st_mode)) == (0, 0o700)  # closed to the customer
+    assert qgroup(incoming, "max_referenced") == 6 * MIB
