@@ -46,6 +46,11 @@ def parse_options(argv: list[str] | None) -> argparse.Namespace:
     add("--large", type=int, default=10_000, help="files per account, large trees [10000]")
     add("--runs", type=int, default=5, help="snapshot runs measured per engine and size [5]")
     add("--image-mib", type=int, default=4096, help="size of the btrfs image [4096]")
+    add(
+        "--simple-quotas",
+        action="store_true",
+        help="enable simple quotas (kernel 6.7+) instead of full qgroups on the image",
+    )
     add("--output", type=Path, default=Path("bench-engines.json"), help="JSON results")
     return parser.parse_args(argv)
 
@@ -126,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     samples: dict[str, list[float]] = {}
     account_samples: dict[str, list[float]] = {}
     load_start = os.getloadavg()[0]
-    with BtrfsImage(directory, options.image_mib << 20) as image:
+    image_size = options.image_mib << 20
+    with BtrfsImage(directory, image_size, simple_quotas=options.simple_quotas) as image:
         phases = {}
         try:
             for files in (options.small, options.large):
@@ -160,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine.describe(),
         "load_average": {"start": load_start, "end": os.getloadavg()[0]},
-        "settings": {"accounts": options.accounts, "files": [small, large], "runs": options.runs,
+        "settings": {"quotas": "simple" if options.simple_quotas else "full qgroups",
+                     "accounts": options.accounts, "files": [small, large], "runs": options.runs,
                      "command": "provbackup -q snapshot daily ([snapshot] jobs = 2, usage = no)"},
         "samples_seconds": samples,
         "medians_seconds": medians,
