@@ -20,8 +20,9 @@ import concurrent.futures
 import contextlib
 import logging
 import os
+import signal
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -36,6 +37,7 @@ from provbackup.errors import (
     EXIT_ENTRIES_FAILED,
     EXIT_LDAP_UNAVAILABLE,
     EXIT_OK,
+    SIGNAL_EXIT_BASE,
     ConfigError,
     EntryError,
     ProvbackupError,
@@ -100,6 +102,7 @@ class SnapshotReport:
     usage_written: int = 0
     usage_refused: int = 0
     ldap_error: str | None = None
+    stopped_by_signal: str | None = None
     advice: tuple[str, ...] = ADVICE
 
     def count(self, outcome: str) -> int:
@@ -128,6 +131,8 @@ class SnapshotReport:
             line += f", refused for {self.usage_refused}"
         if self.ldap_error:
             line += " (LDAP unavailable: usage not written back)"
+        if self.stopped_by_signal:
+            line += f"; stopped by {self.stopped_by_signal}"
         return line
 
     def to_status(self, hostname: str) -> dict[str, object]:
@@ -142,6 +147,7 @@ class SnapshotReport:
             "exit_code": self.exit_code,
             "error": self.error,
             "ldap_error": self.ldap_error,
+            "stopped_by_signal": self.stopped_by_signal,
             "counts": {name: self.count(name) for name in OUTCOMES},
             "usage": {"written": self.usage_written, "refused": self.usage_refused},
             "accounts": [
@@ -175,11 +181,15 @@ def snapshot(
     dry_run: bool = False,
     clock: Clock = utc_now,
     on_result: Callable[[AccountResult], None] | None = None,
+    stop_requested: Callable[[], str | None] = lambda: None,
 ) -> SnapshotReport:
     """Run ``interval``'s snapshots once; see the module docstring.
 
     ``uid`` narrows the run to one account, ``jobs`` overrides ``[snapshot]
-    jobs``; ``on_result`` is called in this thread as each account ends.
+    jobs``; ``on_result`` is called in this thread as each account ends;
+    ``stop_requested`` returns the name of a signal that asked the run to
+    stop: no account is started after it, those in hand are finished, and
+    the run exits 128 + the signal's number.
     Returns the :class:`SnapshotReport` (exit code 0, 1 or 69). Raises
     UsageError for an unknown interval, LockHeldError (75) when another run
     of the interval holds its lock, ConfigError (78) when the backup root
@@ -207,7 +217,7 @@ def snapshot(
     lock = nullcontext() if dry_run else run_lock(lock_path(config, interval))
     with lock:
         try:
-            _run(job, report, uid, jobs or config.snapshot.jobs, on_result)
+            _run(job, report, uid, jobs or config.snapshot.jobs, on_result, stop_requested)
         except ProvbackupError as error:
             report.exit_code, report.error = error.exit_code, str(error)
             raise
@@ -232,6 +242,7 @@ def _run(
     uid: str | None,
     jobs: int,
     on_result: Callable[[AccountResult], None] | None,
+    stop_requested: Callable[[], str | None],
 ) -> None:
     config = job.config
     writer = UsageWriter(config) if config.snapshot.usage and not job.dry_run else None
@@ -254,24 +265,44 @@ def _run(
                 if on_result is not None:
                     on_result(result)
 
-        for paths in _accounts(config, uid, report, on_result):
+        accounts = _accounts(config, uid, report, on_result)
+        stack.callback(accounts.close)  # a stopped run leaves the walk's descriptors to close
+
+        def stopped() -> bool:
+            """On a signal: cancel the accounts handed to the pool but not started."""
+            if report.stopped_by_signal is None:
+                report.stopped_by_signal = stop_requested()
+                if report.stopped_by_signal:
+                    log.warning("stopped by %s: no more accounts started", report.stopped_by_signal)
+            if report.stopped_by_signal:
+                for future in [future for future in running if future.cancel()]:
+                    del running[future]
+            return report.stopped_by_signal is not None
+
+        for paths in accounts:
             # A bounded window of accounts in flight: memory does not grow with the root.
-            while len(running) >= 2 * jobs:
+            while len(running) >= 2 * jobs and not stopped():
                 done, _ = concurrent.futures.wait(
                     running, return_when=concurrent.futures.FIRST_COMPLETED
                 )
                 finish(done)
+            if stopped():
+                break
             quota = writer.lookup(paths.account.name) if writer is not None else None
             running[pool.submit(snapshot_account, job, paths, quota)] = paths
         while running:
             done, _ = concurrent.futures.wait(
-                running, return_when=concurrent.futures.FIRST_COMPLETED
+                running, timeout=1.0, return_when=concurrent.futures.FIRST_COMPLETED
             )
             finish(done)
+            stopped()
         if writer is not None:
             report.usage_written, report.usage_refused = writer.written, writer.refused
             report.ldap_error = writer.error
-    if any(item.failed for item in report.results):
+    if report.stopped_by_signal:
+        # 128 + the signal's number, as process and a shell report it (143 for SIGTERM).
+        report.exit_code = SIGNAL_EXIT_BASE + signal.Signals[report.stopped_by_signal].value
+    elif any(item.failed for item in report.results):
         report.exit_code = EXIT_ENTRIES_FAILED
     elif report.ldap_error and report.count(DONE):
         report.exit_code = EXIT_LDAP_UNAVAILABLE
@@ -282,7 +313,7 @@ def _accounts(
     uid: str | None,
     report: SnapshotReport,
     on_result: Callable[[AccountResult], None] | None,
-) -> Iterator[AccountPaths]:
+) -> Generator[AccountPaths, None, None]:
     root, layout = config.backup.root, config.backup.layout
     if uid is None:
         yield from find_accounts(root, layout)

@@ -17,7 +17,13 @@ from datetime import datetime
 from typing import Any
 
 from provbackup.config import INTERVALS, Config
-from provbackup.errors import EXIT_ENTRIES_FAILED, EXIT_LDAP_UNAVAILABLE, EXIT_OK, EntryError
+from provbackup.errors import (
+    EXIT_ENTRIES_FAILED,
+    EXIT_LDAP_UNAVAILABLE,
+    EXIT_OK,
+    SIGNAL_EXIT_BASE,
+    EntryError,
+)
 from provbackup.work.discover import find_accounts
 from provbackup.work.safe import open_directory
 from provbackup.work.snapshots import open_account, read_conf
@@ -102,7 +108,10 @@ def evaluate_runs(statuses: dict[str, dict[str, Any] | None]) -> tuple[list[str]
             continue
         code = status.get("exit_code")
         counts = status.get("counts") or {}
-        if code == EXIT_ENTRIES_FAILED:
+        stopped = status.get("stopped_by_signal")
+        if stopped and isinstance(code, int) and code > SIGNAL_EXIT_BASE:
+            warnings.append(f"last {interval} snapshot run stopped by {stopped}")
+        elif code == EXIT_ENTRIES_FAILED:
             failed = int(counts.get("failed", 0)) + int(counts.get("busy", 0))
             warnings.append(f"last {interval} snapshot run: {failed} accounts failed")
         elif code == EXIT_LDAP_UNAVAILABLE:

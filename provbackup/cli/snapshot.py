@@ -51,7 +51,15 @@ def snapshot_command(
         click.echo(snapshot_line(result))
         progress.step()
 
-    report = snapshot(config, interval, uid=uid, jobs=jobs, dry_run=dry_run, on_result=show)
+    from provbackup.cli.process import StopRequested, _signals_stop
+
+    # SIGTERM (systemctl stop) or SIGINT: no account is started after it, those in hand finish.
+    stop = StopRequested()
+    with _signals_stop(stop):
+        report = snapshot(
+            config, interval, uid=uid, jobs=jobs, dry_run=dry_run, on_result=show,
+            stop_requested=stop.name,
+        )  # fmt: skip
     progress.clear()
     summary = report.summary()
     click.echo(summary)

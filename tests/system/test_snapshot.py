@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -368,3 +369,34 @@ def test_a_killed_migration_is_finished_without_moving_a_snapshot_twice(tmp_path
         assert (snapshots / name / "incoming" / "file.txt").read_bytes() == b"data", name
     assert not (account / "snapshot-layout-pending").exists()
     assert conf.read_text().endswith("/incoming/\t./\n")
+
+
+def test_sigterm_finishes_the_accounts_in_hand_and_starts_no_more(tmp_path, ldap_server):
+    wrapper = slow_rsnapshot(tmp_path, 3)
+    setup = write_config(
+        tmp_path, ldap_server, f"[rsnapshot]\ncommand = {wrapper}\n[snapshot]\njobs = 1\n"
+    )
+    uids = ("1000301", "1000302", "1000303")
+    provision(ldap_server, setup, *uids)
+    running = start_snapshot(setup)
+    try:
+        wait_for_holder(setup.lock_file.parent / "accounts" / "1000301.lock", running)
+        running.send_signal(signal.SIGTERM)
+        out, err = running.communicate(timeout=120)
+    finally:
+        if running.poll() is None:
+            running.kill()
+            running.wait()
+
+    assert running.returncode == 143, out + err
+    # The account in hand got its snapshot; the window's next one may have been handed
+    # to the pool before the signal came; the last one was never started.
+    assert (home_of(setup.root, "1000301") / ".snapshots" / "daily.0").is_dir()
+    assert not (home_of(setup.root, "1000303") / ".snapshots" / "daily.0").exists()
+    assert "stopped by SIGTERM" in out
+    status = json.loads(setup.status_file.with_name("status-snapshot-daily.json").read_text())
+    assert status["stopped_by_signal"] == "SIGTERM"
+    assert status["exit_code"] == 143
+    check = run(setup, "check")
+    assert check.code == 1, check.out
+    assert "last daily snapshot run stopped by SIGTERM" in check.out
