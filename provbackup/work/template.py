@@ -70,8 +70,10 @@ def copy_jail_template(template: Path, jail: OpenDirectory, steps: list[str]) ->
     try:
         fd = os.open(template, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as error:
+        hint = " (build it: provbackup jail-template)" if error.errno == errno.ENOENT else ""
         raise WorkError(
-            f"[backup] jail_template {template}: {error.strerror}", return_value=RETURN_FILESYSTEM
+            f"[backup] jail_template {template}: {error.strerror}{hint}",
+            return_value=RETURN_FILESYSTEM,
         ) from None
     changes: list[str] = []
     with OpenDirectory(fd, template) as source:

@@ -270,3 +270,10 @@ def test_the_build_never_writes_through_a_link_out_of_the_new_jail(tmp_path: Pat
     with pytest.raises(JailTemplateError, match="outside the jail"):
         _add_own_files(staging)
     assert os.listdir(outside) == []
+
+
+def test_a_missing_template_fails_the_account_and_says_how_to_build_it(base: Path) -> None:
+    root = base / "backup"
+    with pytest.raises(WorkError, match="build it: provbackup jail-template") as caught:
+        apply(config_for(root, base / "not-built"), account(root, *FIRST))
+    assert caught.value.return_value == 20
