@@ -154,6 +154,18 @@ def delete_snapshot(parent: OpenDirectory, name: str) -> None:
         remove_non_directory(parent, name)
 
 
+def _delete_if_subvolume(parent: OpenDirectory, name: str, steps: list[str]) -> None:
+    """Delete ``name`` when it is a subvolume; anything else is left to the tree remover.
+
+    The tree remover keeps ``[delete] time_budget``; plain snapshots of the
+    rsnapshot engine on a btrfs filesystem are its work, not this one's.
+    """
+    status = lstat_entry(parent, name)
+    if status is not None and stat.S_ISDIR(status.st_mode) and kernel.is_subvolume_root(status):
+        kernel.delete_subvolume(parent.fd, name)
+        steps.append(f"deleted subvolume {parent.path / name}")
+
+
 def nested_subvolumes(incoming: OpenDirectory) -> list[tuple[int, str]]:
     """Return (id, path below incoming/) of every subvolume inside it, parents first.
 
@@ -245,7 +257,7 @@ def delete_account_subvolumes(account: OpenDirectory, uid: str) -> list[str]:
         with contextlib.suppress(FileNotFoundError):
             staging = stack.enter_context(open_directory(account, STAGING_DIRECTORY))
             for name in sorted(os.listdir(staging.fd)):
-                delete_snapshot(staging, name)
+                _delete_if_subvolume(staging, name, steps)
         try:
             home = account
             for name in ("chroot", "home", uid):
@@ -255,8 +267,7 @@ def delete_account_subvolumes(account: OpenDirectory, uid: str) -> list[str]:
         with contextlib.suppress(FileNotFoundError):
             snapshots = stack.enter_context(open_directory(home, SNAPSHOTS))
             for name in sorted(os.listdir(snapshots.fd)):
-                delete_snapshot(snapshots, name)
-                steps.append(f"deleted {snapshots.path / name}")
+                _delete_if_subvolume(snapshots, name, steps)
         qgroup = None
         with contextlib.suppress(OSError), open_directory(home, INCOMING) as incoming:
             qgroup = account_qgroup(incoming)

@@ -231,3 +231,24 @@ def test_a_full_account_can_still_be_deactivated_and_its_quota_changed(
     status = incoming.stat()
     assert (status.st_uid, stat.S_IMODE(status.st_mode)) == (0, 0o700)  # closed to the customer
     assert qgroup(incoming, "max_referenced") == 6 * MIB
+
+
+def test_rsnapshot_engine_on_btrfs_deletes_as_before(
+    tmp_path: Path, ldap_server, btrfs_image: BtrfsImage, btrfs_root: Path
+) -> None:
+    before = subvolumes_below(btrfs_image.mount)
+    setup = write_config(tmp_path, ldap_server, f"[backup]\nroot = {btrfs_root}\n")
+    uid = "1000106"
+    dn = provision(ldap_server, setup, btrfs_root, uid)
+    incoming = home_of(btrfs_root, uid) / "incoming"
+    assert incoming.stat().st_ino != btrfs_ioctl.SUBVOLUME_ROOT_INODE  # a plain directory
+    (incoming / "h").mkdir()
+    (incoming / "h" / "f").write_bytes(b"x")
+    assert run(setup, "snapshot", "daily").code == 0
+    assert (home_of(btrfs_root, uid) / ".snapshots" / "daily.0" / "h" / "f").is_file()
+    modify_entry(ldap_server, dn, {"sstProvisioningMode": ["delete"],
+                                   "sstProvisioningState": ["0"]})  # fmt: skip
+    result = run(setup, "process")
+    assert result.code == 0, result.out + result.err
+    assert not account_dir(btrfs_root, uid).exists()
+    assert subvolumes_below(btrfs_image.mount) == before
