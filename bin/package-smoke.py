@@ -70,6 +70,11 @@ def main() -> int:
         env=CLEAN_ENVIRONMENT, cwd="/", check=False,
     ).returncode == 0  # fmt: skip
     require(not sandbox_found, "the test sandbox is not installed")
+    if not Path("/etc/provbackup/ldap.secret").exists():
+        # As shipped (no bind password yet), a run fails and check does not say OK.
+        run("-q", "process", expect=78)
+        require(run("-qq", "check", expect=3).startswith("PROVBACKUP UNKNOWN"),
+                "unconfigured: process exits 78, check says UNKNOWN")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="provbackup-smoke-") as work, Slapd(
         Path(work) / "slapd", tls=True
     ) as server:
