@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+IMAGE_PREFIX = "provbackup-btrfs-"  # then the pid of the test session that made it
 QUOTA_CTL = 0xC0109428  # BTRFS_IOC_QUOTA_CTL
 ENABLE_SIMPLE_QUOTA = 4
 CUSTOMER_ENVIRONMENT = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
@@ -89,6 +90,22 @@ class BtrfsImage:
         for line in listing.splitlines():
             subprocess.run(["losetup", "-d", line.split(":", 1)[0]], capture_output=True)
         self.image.unlink(missing_ok=True)
+
+
+def remove_abandoned_images(temporary: Path) -> None:
+    """Take down images left by test sessions that were killed (their pid is gone).
+
+    A SIGKILLed session never runs its fixture's teardown: its mount and
+    loop device would stay. Images of live sessions are left alone.
+    """
+    for directory in temporary.glob(f"{IMAGE_PREFIX}*-*"):
+        pid = directory.name[len(IMAGE_PREFIX) :].split("-", 1)[0]
+        if not pid.isdigit() or Path(f"/proc/{pid}").exists():
+            continue
+        image = BtrfsImage(directory)
+        image.mounted = os.path.ismount(image.mount)
+        image.close()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def customer(

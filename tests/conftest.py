@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from btrfs_image import BtrfsImage
+from btrfs_image import IMAGE_PREFIX, BtrfsImage, remove_abandoned_images
 from btrfs_image import unavailable as btrfs_unavailable
 
 from sandbox import Slapd, stoney_schema_path
@@ -108,7 +108,8 @@ def _btrfs(*, simple_quotas: bool) -> Iterator[BtrfsImage]:
     if reason is not None:
         pytest.skip(reason)
     # Not below pytest's 0700 temporary directory: customers (other uids) must reach the mount.
-    directory = Path(tempfile.mkdtemp(prefix="provbackup-btrfs-"))
+    remove_abandoned_images(Path(tempfile.gettempdir()))
+    directory = Path(tempfile.mkdtemp(prefix=f"{IMAGE_PREFIX}{os.getpid()}-"))
     directory.chmod(0o711)
     image = BtrfsImage(directory, simple_quotas=simple_quotas)
     try:

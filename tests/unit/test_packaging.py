@@ -84,12 +84,14 @@ def test_every_unit_runs_the_packaged_binary_and_is_shipped_disabled():
 
 
 def test_config_is_a_root_only_conffile_and_purge_spares_the_backup_root():
-    assert "etc/provbackup.conf etc/provbackup/" in (
-        DEBIAN / "provbackup.install"
-    ).read_text().splitlines()
-    assert "chmod 0600 debian/provbackup/etc/provbackup/provbackup.conf" in (
-        DEBIAN / "rules"
-    ).read_text()
+    assert (
+        "etc/provbackup.conf etc/provbackup/"
+        in (DEBIAN / "provbackup.install").read_text().splitlines()
+    )
+    assert (
+        "chmod 0600 debian/provbackup/etc/provbackup/provbackup.conf"
+        in (DEBIAN / "rules").read_text()
+    )
     postrm = (DEBIAN / "provbackup.postrm").read_text()
     commands = [line for line in postrm.splitlines() if not line.lstrip().startswith("#")]
     # Only files directly in provbackup's own state and run directories.
