@@ -158,6 +158,9 @@ class QuotaConfig:
         None, v.quota_template, "command template setting a quota"
     )
     filesystem: str = setting("", v.text, "the {filesystem} placeholder; empty: the backup root")
+    timeout: float = setting(
+        120.0, v.positive_float, "seconds the quota command (and all it starts) may run"
+    )
 
 
 @dataclass(frozen=True)

@@ -80,12 +80,12 @@ def apply_plan(
     _note(steps, run_hook(f"pre_{plan.verb}", plan, config.hooks))
     try:
         if plan.verb is Verb.DELETE:
-            _delete(plan, now, steps, budget)
+            _delete(plan, now, steps, budget, config.quota.timeout)
         else:
             with contextlib.ExitStack() as stack:
                 if tester is None:
                     tester = stack.enter_context(ConfigTester(config.rsnapshot))
-                _provision(plan, tester, steps)
+                _provision(plan, tester, steps, config.quota.timeout)
     except EntryError:
         raise
     except OSError as error:
@@ -105,7 +105,9 @@ def _note(steps: list[str], step: str | None) -> None:
         steps.append(step)
 
 
-def _provision(plan: AccountPlan, tester: ConfigTester, steps: list[str]) -> None:
+def _provision(
+    plan: AccountPlan, tester: ConfigTester, steps: list[str], quota_timeout: float
+) -> None:
     paths = plan.paths
     with contextlib.ExitStack() as stack:
         # Keyed by the paths' text, and each directory handed its known path: hashing
@@ -143,7 +145,7 @@ def _provision(plan: AccountPlan, tester: ConfigTester, steps: list[str]) -> Non
         if plan.engine == ENGINE_BTRFS:
             steps.append(btrfs.set_limit(opened[str(paths.home)], plan.account.quota_bytes))
             return
-    steps.append(set_quota(plan))
+    steps.append(set_quota(plan, quota_timeout))
 
 
 def _write_conf(
@@ -167,7 +169,13 @@ def _remove_stale_conf(plan: AccountPlan, account: OpenDirectory, steps: list[st
         steps.append(f"removed {plan.stale_conf_path}")
 
 
-def _delete(plan: AccountPlan, now: datetime, steps: list[str], budget: Budget | None) -> None:
+def _delete(
+    plan: AccountPlan,
+    now: datetime,
+    steps: list[str],
+    budget: Budget | None,
+    quota_timeout: float,
+) -> None:
     paths = plan.paths
     with contextlib.ExitStack() as stack:
         root = stack.enter_context(open_root(paths.root))
@@ -186,7 +194,7 @@ def _delete(plan: AccountPlan, now: datetime, steps: list[str], budget: Budget |
             # Refuses a symlink or a file in place of the account directory, before anything.
             with open_directory(parent, paths.account.name) as account:
                 _refuse_while_rsnapshot_runs(account)
-                steps.append(set_quota(plan))
+                steps.append(set_quota(plan, quota_timeout))
                 # A quarantined account must never be picked up by a snapshot runner.
                 if lstat_entry(account, RSNAPSHOT_CONF) is not None:
                     os.rename(
@@ -203,7 +211,7 @@ def _delete(plan: AccountPlan, now: datetime, steps: list[str], budget: Budget |
                 # quarantine, where the next run's purge goes on with it.
                 _quarantine(plan, root, parent, now, steps)
         else:
-            steps.append(set_quota(plan))
+            steps.append(set_quota(plan, quota_timeout))
             steps.append(f"{paths.account} does not exist: nothing to remove")
         _remove_empty_layout(plan, chain, steps)
 

@@ -1,13 +1,39 @@
-"""Run an external command (quota, hook, rsnapshot): argv, no shell, with a timeout."""
+"""Run an external command (quota, hook, rsnapshot): argv, no shell, bounded in time and output.
+
+A command is over when its process has exited *and* nothing it started is
+left; it gets ``timeout`` seconds for both. At the timeout, everything
+still running is killed and the call returns, whatever the children do:
+
+- the wait is on the process (a pidfd), never on its output pipes' EOF, so
+  a grandchild keeping stdout open cannot hold the run (and the lock);
+- the command starts in a session of its own, and while any command runs
+  this process is a *child subreaper* (``prctl(PR_SET_CHILD_SUBREAPER)``):
+  a descendant that leaves the session with ``setsid`` and loses its parent
+  becomes our child instead of init's, so it is found (through
+  ``/proc/<pid>/task/<tid>/children``) and killed;
+- every command's environment carries ``PROVBACKUP_COMMAND_ID``, a token of
+  its own, which tells whose a reparented process is when several commands
+  run at once (snapshot ``--jobs``);
+- output is kept up to :data:`MAX_OUTPUT` bytes per stream (the end of it).
+
+A descendant that both leaves the session and clears its environment is
+still found while its parent lives (it is in the command's process tree),
+and when it is orphaned while only one command runs.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
+import secrets
+import selectors
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from provbackup.errors import WorkError
@@ -16,11 +42,21 @@ logger = logging.getLogger(__name__)
 
 TAIL_LINES = 5
 TAIL_CHARACTERS = 600
+MAX_OUTPUT = 64 * 1024
+TOKEN_VARIABLE = "PROVBACKUP_COMMAND_ID"
+PR_SET_CHILD_SUBREAPER = 36
+# Without pidfds (Linux < 5.3), how often the process is polled.
+POLL_SECONDS = 0.01
+# How often leftover descendants are looked for while the command waits for them.
+LEFTOVER_POLL_SECONDS = 0.05
+# How long killed processes are given to disappear (a process in
+# uninterruptible sleep cannot die before its I/O ends).
+KILL_WAIT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
 class CommandResult:
-    """How a command ended: exit status and its decoded output."""
+    """How a command ended: exit status and its decoded output (the end of it, bounded)."""
 
     argv: tuple[str, ...]
     returncode: int
@@ -43,55 +79,69 @@ def run_command(
     environment: Mapping[str, str] | None = None,
     merge_output: bool = False,
 ) -> CommandResult:
-    """Run ``argv`` without a shell, stdin from /dev/null, and wait at most ``timeout`` seconds.
+    """Run ``argv`` without a shell, stdin from /dev/null, for at most ``timeout`` seconds.
 
     ``what`` names the command in messages; ``return_value`` is the
     sstProvisioningReturnValue of the WorkError raised when the command is
-    missing, cannot be started or times out (the whole process group is
-    killed then). ``merge_output`` sends stderr into stdout. A non-zero
-    exit is returned, not raised: the caller words that error.
+    missing, cannot be started, or is not over at the timeout (it is then
+    killed with every process it started; the message says which were
+    left). ``environment`` replaces ours; ``merge_output`` sends stderr
+    into stdout. A non-zero exit is returned, not raised: the caller words
+    that error.
     """
     argv = tuple(argv)
+    token = secrets.token_hex(8)
+    env = dict(os.environ if environment is None else environment)
+    env[TOKEN_VARIABLE] = token
     logger.debug("running %s: %s", what, argv)
-    try:
-        process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT if merge_output else subprocess.PIPE,
-            env=None if environment is None else dict(environment),
-            # A session of its own: a timeout kills the command and everything it started.
-            start_new_session=True,
+    with _TRACKER.command(token) as register:
+        try:
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT if merge_output else subprocess.PIPE,
+                env=env,
+                start_new_session=True,
+            )
+        except FileNotFoundError:
+            raise WorkError(
+                f"{what}: command not found: {argv[0]}", return_value=return_value
+            ) from None
+        except PermissionError:
+            raise WorkError(
+                f"{what}: not executable: {argv[0]}", return_value=return_value
+            ) from None
+        except (OSError, ValueError) as error:
+            raise WorkError(
+                f"{what}: cannot run {argv[0]}: {error}", return_value=return_value
+            ) from None
+        register(process.pid)
+        run = _Run(process, token, time.monotonic() + timeout)
+        try:
+            exited = run.wait_for_exit()
+            leftovers = run.wait_for_leftovers() if exited else run.descendants()
+            described = _describe(leftovers)
+        finally:
+            # Always, also on an exception or a signal: nothing the command started survives.
+            run.kill_everything()
+            run.close()
+        stdout, stderr = run.output()
+    if not exited:
+        message = f"{what}: {argv[0]} timed out after {timeout:g} s and was killed"
+        if described:
+            message += f", with the processes it started ({described})"
+    elif leftovers:
+        message = (
+            f"{what}: {argv[0]} {_status(process.returncode)} but left processes running "
+            f"({described}) until the {timeout:g} s timeout; they were killed "
+            "(a command must not leave processes behind)"
         )
-    except FileNotFoundError:
-        raise WorkError(
-            f"{what}: command not found: {argv[0]}", return_value=return_value
-        ) from None
-    except PermissionError:
-        raise WorkError(f"{what}: not executable: {argv[0]}", return_value=return_value) from None
-    except (OSError, ValueError) as error:
-        raise WorkError(
-            f"{what}: cannot run {argv[0]}: {error}", return_value=return_value
-        ) from None
-    try:
-        stdout, stderr = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill_group(process)
-        process.communicate()
-        raise WorkError(
-            f"{what}: {argv[0]} timed out after {timeout:g} s and was killed",
-            return_value=return_value,
-        ) from None
-    except BaseException:
-        _kill_group(process)
-        process.wait()
-        raise
-    return CommandResult(
-        argv=argv,
-        returncode=process.returncode,
-        stdout=stdout.decode("utf-8", errors="replace"),
-        stderr=(stderr or b"").decode("utf-8", errors="replace"),
-    )
+    else:
+        return CommandResult(argv=argv, returncode=process.returncode, stdout=stdout, stderr=stderr)
+    if (stdout + stderr).strip():
+        message += f"; its output: {tail(stdout + stderr)}"
+    raise WorkError(message, return_value=return_value)
 
 
 def tail(text: str, lines: int = TAIL_LINES) -> str:
@@ -103,6 +153,259 @@ def tail(text: str, lines: int = TAIL_LINES) -> str:
     return joined
 
 
-def _kill_group(process: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
+def _status(returncode: int | None) -> str:
+    if returncode is None:
+        return "ended"
+    if returncode < 0:
+        return f"was killed by signal {-returncode}"
+    return f"exited with {returncode}"
+
+
+def _describe(pids: list[int]) -> str:
+    names = []
+    for pid in pids[:5]:
+        try:
+            with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as handle:
+                names.append(f"pid {pid} {handle.read().strip()}")
+        except OSError:
+            names.append(f"pid {pid}")
+    if len(pids) > 5:
+        names.append(f"{len(pids) - 5} more")
+    return ", ".join(names)
+
+
+class _Run:
+    """One started command: its output, its process and what it started."""
+
+    def __init__(self, process: subprocess.Popen[bytes], token: str, deadline: float) -> None:
+        self.process = process
+        self.token = token
+        self.deadline = deadline
+        self.stdout = bytearray()
+        self.stderr = bytearray()
+        self.buffers: dict[int, bytearray] = {}
+        self.selector = selectors.DefaultSelector()
+        for stream, buffer in ((process.stdout, self.stdout), (process.stderr, self.stderr)):
+            if stream is not None:
+                os.set_blocking(stream.fileno(), False)
+                self.buffers[stream.fileno()] = buffer
+                self.selector.register(stream.fileno(), selectors.EVENT_READ)
+        self.pidfd = -1
+        with contextlib.suppress(AttributeError, OSError):
+            self.pidfd = os.pidfd_open(process.pid)
+            self.selector.register(self.pidfd, selectors.EVENT_READ)
+
+    def _exited(self) -> bool:
+        # WNOWAIT: the process stays a zombie, so its pid and process group
+        # cannot be reused by anyone before we are done with them.
+        try:
+            result = os.waitid(os.P_PID, self.process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return True
+        return result is not None
+
+    def _read(self, timeout: float) -> None:
+        """Read what the pipes have, waiting at most ``timeout`` seconds for something."""
+        wait = timeout if self.pidfd >= 0 else min(timeout, POLL_SECONDS)
+        for key, _ in self.selector.select(max(wait, 0)):
+            if key.fd == self.pidfd:
+                continue
+            self._drain(key.fd)
+
+    def _drain(self, fd: int) -> None:
+        buffer = self.buffers[fd]
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self.selector.unregister(fd)
+                return
+            buffer += chunk
+            if len(buffer) > MAX_OUTPUT:
+                del buffer[: len(buffer) - MAX_OUTPUT]
+
+    def wait_for_exit(self) -> bool:
+        """Read output until the process exits (True) or the deadline passes (False)."""
+        while not self._exited():
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._read(remaining)
+        return True
+
+    def wait_for_leftovers(self) -> list[int]:
+        """After the exit: wait until nothing the command started runs; return what is left."""
+        while True:
+            for fd in list(self.buffers):
+                if fd in self.selector.get_map():
+                    self._drain(fd)
+            _TRACKER.reap(_TRACKER.orphans(self.token))
+            leftovers = self.descendants()
+            if not leftovers or time.monotonic() >= self.deadline:
+                return leftovers
+            self._read(min(LEFTOVER_POLL_SECONDS, self.deadline - time.monotonic()))
+
+    def descendants(self) -> list[int]:
+        """Every live process the command started (its tree, and orphans carrying its token)."""
+        found = _tree(self.process.pid) if not self._exited() else []
+        for orphan in _TRACKER.orphans(self.token):
+            found += [orphan, *_tree(orphan)]
+        return [pid for pid in dict.fromkeys(found) if pid != self.process.pid and _alive(pid)]
+
+    def kill_everything(self) -> None:
+        """SIGKILL the command and all it started, until none is left; reap them."""
+        give_up = time.monotonic() + KILL_WAIT_SECONDS
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        while True:
+            targets = self.descendants()
+            if not self._exited():
+                targets.append(self.process.pid)
+            for pid in targets:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            _TRACKER.reap(_TRACKER.orphans(self.token))
+            if not targets:
+                break
+            if time.monotonic() >= give_up:
+                logger.warning("processes %s would not die; left behind", targets)
+                break
+            time.sleep(0.01)
+        self.process.wait()
+
+    def output(self) -> tuple[str, str]:
+        """The collected stdout and stderr (the end of each), decoded."""
+        return self.stdout.decode("utf-8", errors="replace"), self.stderr.decode(
+            "utf-8", errors="replace"
+        )
+
+    def close(self) -> None:
+        """Read what is left without waiting; close the pipes, the selector and the pidfd."""
+        for fd in list(self.buffers):
+            if fd in self.selector.get_map():
+                self._drain(fd)
+        self.selector.close()
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def _children(pid: int) -> list[int]:
+    result: list[int] = []
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return result
+    for thread in threads:
+        try:
+            with open(f"/proc/{pid}/task/{thread}/children", encoding="ascii") as handle:
+                result += [int(word) for word in handle.read().split()]
+        except OSError:
+            continue
+    return result
+
+
+def _tree(pid: int) -> list[int]:
+    """The descendants of ``pid`` (not itself), walked with a list, not recursion."""
+    found: list[int] = []
+    pending = _children(pid)
+    while pending:
+        child = pending.pop()
+        if child in found:
+            continue
+        found.append(child)
+        pending += _children(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            state = handle.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _environment_token(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    prefix = TOKEN_VARIABLE.encode() + b"="
+    for item in data.split(b"\0"):
+        if item.startswith(prefix):
+            return item[len(prefix) :].decode("ascii", errors="replace")
+    return None
+
+
+class _Tracker:
+    """Which processes are whose while commands run (thread-safe; one per process)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running: dict[str, int] = {}  # token -> the command's pid
+        self.baseline: set[int] = set()  # our children before any command ran: not ours
+        self.libc: ctypes.CDLL | None = None
+
+    @contextlib.contextmanager
+    def command(self, token: str) -> Iterator[object]:
+        """Track one command for the ``with`` block; yields ``register(pid)``."""
+        with self.lock:
+            if not self.running:
+                self.baseline = set(_children(os.getpid()))
+                self._subreaper(True)
+            self.running[token] = 0
+
+        def register(pid: int) -> None:
+            with self.lock:
+                self.running[token] = pid
+
+        try:
+            yield register
+        finally:
+            with self.lock:
+                del self.running[token]
+                if not self.running:
+                    self._subreaper(False)
+
+    def _subreaper(self, on: bool) -> None:
+        try:
+            if self.libc is None:
+                self.libc = ctypes.CDLL(None, use_errno=True)
+            if self.libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) != 0:
+                raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+        except (OSError, AttributeError) as error:
+            logger.debug("cannot make this process a child subreaper: %s", error)
+
+    def orphans(self, token: str) -> list[int]:
+        """Our children that are orphans of the command ``token`` (reparented to us)."""
+        with self.lock:
+            commands = set(self.running.values())
+            alone = len(self.running) == 1
+            baseline = set(self.baseline)
+        result = []
+        for child in _children(os.getpid()):
+            if child in baseline or child in commands:
+                continue
+            owner = _environment_token(child)
+            if owner == token or (owner is None and alone):
+                result.append(child)
+        return result
+
+    def reap(self, orphans: list[int]) -> None:
+        """Collect the exit status of those ``orphans`` (see :meth:`orphans`) that have died."""
+        for pid in orphans:
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(pid, os.WNOHANG)
+
+
+_TRACKER = _Tracker()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -407,6 +408,8 @@ def test_hooks_get_the_entry_in_their_environment(
     paths = account_paths(root, "stoney", UID)
     before = json.loads((tmp_path / "pre_add.json").read_text())
     after = json.loads((tmp_path / "post_add.json").read_text())
+    # Each command's own token, which tells whose a process is (work/commands.py).
+    assert re.fullmatch(r"[0-9a-f]{16}", before.pop("PROVBACKUP_COMMAND_ID"))
     assert before == {
         "PROVBACKUP_ACTION": "add",
         "PROVBACKUP_UID": UID,
