@@ -49,6 +49,8 @@ READ_ATTRIBUTES = (
     "sstQuota",
     "sstIsActive",
     *INTERVAL_ATTRIBUTES.values(),
+    # Operational: returned only when asked for by name. Which entry made an account.
+    "entryUUID",
 )
 
 __all__ = ["READ_ATTRIBUTES", "LdapEntry", "Rules", "quota_of", "read_account", "read_request"]
@@ -216,6 +218,7 @@ def read_account(entry: LdapEntry, verb: Verb, rules: Rules) -> Account:
         retain=retain,
         active=True if active is None else active,
         paths=paths,
+        entry_uuid=entry.optional("entryUUID"),
     )
 
 

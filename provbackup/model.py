@@ -159,6 +159,9 @@ class Account:
     retain: tuple[tuple[str, int], ...]
     active: bool
     paths: AccountPaths
+    # The entry's entryUUID (operational; None where the server gives none): which
+    # entry an account directory was made for (work/ownership.py).
+    entry_uuid: str | None = None
 
 
 class Operation(enum.StrEnum):

@@ -20,6 +20,7 @@ from datetime import date
 
 from provbackup import state, work
 from provbackup.actions.common import Clock, find_entries, local_today, search_named, utc_now
+from provbackup.actions.conflicts import refuse_shared_ids
 from provbackup.actions.entrywork import Due, EntryInterrupted, EntryWorker
 from provbackup.actions.report import EntryOutcome, RunReport
 from provbackup.config import Config
@@ -218,7 +219,8 @@ def _select(
         outcome = worker.report_invalid(entry, request)
         if outcome is not None:
             record(outcome)
-    return due
+    # One search for the whole batch: a uid or gidNumber another entry holds fails (11).
+    return refuse_shared_ids(directory, due) if due else due
 
 
 def _say_why_nothing_is_due(

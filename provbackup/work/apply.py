@@ -31,6 +31,7 @@ from provbackup.paths import (
 from provbackup.plan import CONF_MODE, QUARANTINE_MODE, AccountPlan
 from provbackup.work.hooks import run_hook
 from provbackup.work.jail import write_account_files
+from provbackup.work.ownership import check_owner, write_record
 from provbackup.work.purge import Purge, purge_quarantine
 from provbackup.work.quota import set_quota
 from provbackup.work.remove import Budget
@@ -77,6 +78,13 @@ def apply_plan(
     an unusable entry.
     """
     steps: list[str] = []
+    # Before anything, hooks included: a directory made for another entry is left alone.
+    try:
+        record_owner = check_owner(plan.account)
+    except OSError as error:
+        raise WorkError(
+            f"{plan.paths.account}: {error.strerror or error}", return_value=RETURN_FILESYSTEM
+        ) from error
     _note(steps, run_hook(f"pre_{plan.verb}", plan, config.hooks))
     try:
         if plan.verb is Verb.DELETE:
@@ -85,7 +93,7 @@ def apply_plan(
             with contextlib.ExitStack() as stack:
                 if tester is None:
                     tester = stack.enter_context(ConfigTester(config.rsnapshot))
-                _provision(plan, tester, steps, config.quota.timeout)
+                _provision(plan, tester, steps, config.quota.timeout, record_owner)
     except EntryError:
         raise
     except OSError as error:
@@ -106,7 +114,11 @@ def _note(steps: list[str], step: str | None) -> None:
 
 
 def _provision(
-    plan: AccountPlan, tester: ConfigTester, steps: list[str], quota_timeout: float
+    plan: AccountPlan,
+    tester: ConfigTester,
+    steps: list[str],
+    quota_timeout: float,
+    record_owner: bool,
 ) -> None:
     paths = plan.paths
     with contextlib.ExitStack() as stack:
@@ -129,6 +141,8 @@ def _provision(
         account = opened[str(paths.account)]
         remove_stale_temporaries(account, steps)
         jail = opened[str(paths.chroot)]
+        if record_owner:
+            write_record(account, plan.account, steps)
         if plan.jail_template is not None:
             copy_jail_template(plan.jail_template, jail, steps)
         write_account_files(plan, jail, steps)

@@ -703,7 +703,8 @@ def test_strict_tester_checks_each_file_and_keeps_a_failing_one_out(
         apply(config, make_account(), tester=tester)
     assert caught.value.return_value == RETURN_RSNAPSHOT
     paths = account_paths(root, "stoney", UID)
-    assert sorted(os.listdir(paths.account)) == ["chroot"]  # no conf, no temporary file
+    # No conf, no temporary file; the ownership record is written before any of it.
+    assert sorted(os.listdir(paths.account)) == [".provbackup-owner", "chroot"]
     assert len(log.read_text().splitlines()) == 2
     tester.close()
 
