@@ -295,6 +295,15 @@ def _qgroup_note(verb: Verb, quota_bytes: int | None) -> str:
     return f"quota: btrfs qgroup of incoming/ and its snapshots limited to {quota_bytes} bytes"
 
 
+def inode_limit(quota_bytes: int, inodes_per_gib: int) -> int:
+    """The number of files (inodes) a quota of ``quota_bytes`` allows, rounded up.
+
+    0 for a quota of 0 (delete: no limit left) or a ratio of 0 (inode limits
+    off); otherwise at least 1, so a small quota never means "unlimited".
+    """
+    return -(-quota_bytes * inodes_per_gib // 2**30)
+
+
 def _quota(
     account: Account, quota_bytes: int | None, config: Config
 ) -> tuple[tuple[str, ...] | None, str]:
@@ -310,6 +319,7 @@ def _quota(
         "gidnumber": str(account.gid_number),
         "quota_bytes": str(quota_bytes),
         "quota_kib": str(-(-quota_bytes // 1024)),
+        "inode_limit": str(inode_limit(quota_bytes, config.quota.inodes_per_gib)),
         "filesystem": config.quota.filesystem or str(config.backup.root),
     }
     # The placeholders were checked when the configuration was loaded.

@@ -158,6 +158,9 @@ class QuotaConfig:
         None, v.quota_template, "command template setting a quota"
     )
     filesystem: str = setting("", v.text, "the {filesystem} placeholder; empty: the backup root")
+    inodes_per_gib: int = setting(
+        65536, v.integer(0, 10**9), "files allowed per GiB of quota: the {inode_limit} placeholder"
+    )
     timeout: float = setting(
         120.0, v.positive_float, "seconds the quota command (and all it starts) may run"
     )

@@ -22,7 +22,9 @@ SYSLOG_FACILITIES = (
     "local5", "local6", "local7",
 )  # fmt: skip
 LOG_LEVELS = ("debug", "info", "warning", "error")
-QUOTA_PLACEHOLDERS = ("uid", "uidnumber", "gidnumber", "quota_bytes", "quota_kib", "filesystem")
+QUOTA_PLACEHOLDERS = (
+    "uid", "uidnumber", "gidnumber", "quota_bytes", "quota_kib", "inode_limit", "filesystem",
+)  # fmt: skip
 MAX_ID = 2**32 - 2  # 2**32 - 1 is (uid_t) -1, "no change" to chown
 
 _TRUE = ("1", "yes", "true", "on")
