@@ -37,8 +37,10 @@ def refuse_shared_ids(directory: LdapDirectory, due: list[Due]) -> list[Due]:
     failure (return value 11) without any work on the server, and a dry
     run says it would fail. Raises LdapUnavailableError when LDAP goes away.
     """
-    uids = sorted({item.request.uid for item in due if item.request.uid})
-    gids = sorted({item.account.gid_number for item in due if item.account is not None})
+    # An entry the gate refused fails on its own problem; the others are checked.
+    valid = [item for item in due if item.account is not None]
+    uids = sorted({item.account.uid for item in valid if item.account is not None})
+    gids = sorted({item.account.gid_number for item in valid if item.account is not None})
     if not uids:
         return due
     parts = "".join(f"(uid={escape(uid)})" for uid in uids)
@@ -55,7 +57,7 @@ def refuse_shared_ids(directory: LdapDirectory, due: list[Due]) -> list[Due]:
                 by_gid[int(gid)].append(entry.dn)
     result = []
     for item in due:
-        problem = _problem(item, by_uid, by_gid)
+        problem = _problem(item, by_uid, by_gid) if item.account is not None else None
         if problem is None:
             result.append(item)
         else:

@@ -138,11 +138,13 @@ def _provision(
                     steps, path=spec.path,
                 )
             )  # fmt: skip
+            if record_owner and spec.path == paths.account:
+                # Recorded before anything is made inside it: a crash leaves no
+                # unrecorded tree with owners in it.
+                write_record(opened[text], plan.account, steps)
         account = opened[str(paths.account)]
         remove_stale_temporaries(account, steps)
         jail = opened[str(paths.chroot)]
-        if record_owner:
-            write_record(account, plan.account, steps)
         if plan.jail_template is not None:
             copy_jail_template(plan.jail_template, jail, steps)
         write_account_files(plan, jail, steps)

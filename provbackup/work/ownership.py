@@ -149,14 +149,17 @@ def _check_owners(
     if recorded is not None and (recorded.uid_number, recorded.gid_number) != (uid, gid):
         problems.append(f"recorded for {recorded.uid_number}:{recorded.gid_number}")
     found = _owners(account_directory, account)
+    # root:root is what a directory is between its mkdir and its chown (a crash):
+    # nobody's yet. Accepted for the home (what is in it is checked) and empty ones.
+    unowned = (ROOT_ID, ROOT_ID)
     expected = {
-        "home": {(ROOT_ID, gid), (uid, gid)},
+        "home": {(ROOT_ID, gid), (uid, gid), unowned},
         ".snapshots": {(ROOT_ID, gid)},
         "incoming": {(uid, gid), (ROOT_ID, gid)},
         ".ssh": {(uid, gid)},
     }
-    for name, owner in found.items():
-        if owner not in expected[name]:
+    for name, (owner, empty) in found.items():
+        if owner not in expected[name] and not (owner == unowned and empty):
             problems.append(f"{name} is owned by {owner[0]}:{owner[1]}")
     if problems:
         raise UnsafePathError(
@@ -166,9 +169,14 @@ def _check_owners(
         )
 
 
-def _owners(account_directory: OpenDirectory, account: Account) -> dict[str, tuple[int, int]]:
-    """The owners of the home and what is in it, for those that exist (never following links)."""
-    found: dict[str, tuple[int, int]] = {}
+def _owners(
+    account_directory: OpenDirectory, account: Account
+) -> dict[str, tuple[tuple[int, int], bool]]:
+    """The owners of the home and the directories in it that exist, and whether each is empty.
+
+    Never follows a link; a symlink or a file there is left to the work to refuse.
+    """
+    found: dict[str, tuple[tuple[int, int], bool]] = {}
     with contextlib.ExitStack() as stack:
         parent = account_directory
         try:
@@ -177,15 +185,16 @@ def _owners(account_directory: OpenDirectory, account: Account) -> dict[str, tup
         except FileNotFoundError:
             return found
         status = os.fstat(parent.fd)
-        found["home"] = (status.st_uid, status.st_gid)
+        found["home"] = ((status.st_uid, status.st_gid), False)
         for name in (".snapshots", "incoming", ".ssh"):
             try:
-                status = os.stat(name, dir_fd=parent.fd, follow_symlinks=False)
-            except FileNotFoundError:
+                with open_directory(parent, name) as directory:
+                    status = os.fstat(directory.fd)
+                    with os.scandir(directory.fd) as entries:
+                        empty = next(entries, None) is None
+            except (FileNotFoundError, UnsafePathError):
                 continue
-            # A symlink or a file there is refused by the work itself, with its own words.
-            if stat.S_ISDIR(status.st_mode):
-                found[name] = (status.st_uid, status.st_gid)
+            found[name] = ((status.st_uid, status.st_gid), empty)
     return found
 
 

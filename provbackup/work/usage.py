@@ -266,6 +266,7 @@ def update_usage_quota(
     informs getQuota: failing to write it (a full disk) is a warning, never
     the entry's failure; the next snapshot run writes it again.
     """
+    _remove_stale_temporaries(account, steps)
     previous = read_usage_file(account)
     backup, snapshot = (previous[1], previous[2]) if previous else (0, 0)
     quota = quota_bytes if quota_bytes is not None else (previous[0] if previous else 0)
@@ -280,6 +281,19 @@ def update_usage_quota(
         steps.append(f"usage file not updated: {where}{reason}")
         return
     steps.append(f"usage file: quota {quota} bytes")
+
+
+def _remove_stale_temporaries(account: OpenDirectory, steps: list[str]) -> None:
+    """Remove what a run killed while replacing the usage file left (converges like A's)."""
+    try:
+        with (
+            open_directory(account, "chroot") as chroot,
+            open_directory(chroot, USAGE_DIRECTORY[0]) as etc,
+            open_directory(etc, USAGE_DIRECTORY[1]) as directory,
+        ):
+            remove_stale_temporaries(directory, steps)
+    except (OSError, EntryError):
+        return
 
 
 def _usage_owner_is(account: OpenDirectory, gid: int) -> bool:
