@@ -25,6 +25,7 @@ from provbackup.config import Config
 from provbackup.directory import LdapDirectory, ModifyResult
 from provbackup.entry import LdapEntry
 from provbackup.errors import (
+    RETURN_FILESYSTEM,
     RETURN_INTERNAL,
     RETURN_INVALID_ENTRY,
     EntryError,
@@ -273,6 +274,12 @@ class EntryWorker:
                 dn, uid, verb, Outcome.FAILED, f"would fail: {item.problem}",
                 item.problem.return_value,
             )  # fmt: skip
+        try:
+            # Read-only, as the real run does it first: a directory made for another entry.
+            work.check_owner(item.account)
+        except (EntryError, OSError) as error:
+            value = error.return_value if isinstance(error, EntryError) else RETURN_FILESYSTEM
+            return EntryOutcome(dn, uid, verb, Outcome.FAILED, f"would fail: {error}", value)
         plan = build_plan(item.account, verb, self.config)
         return EntryOutcome(dn, uid, verb, Outcome.WOULD, "; ".join(describe(plan)))
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from provbackup.work.apply import WorkSession, apply_plan, root_problem
 from provbackup.work.hooks import hook_environment, run_hook
 from provbackup.work.inspect import inspect_account, inspect_entry
+from provbackup.work.ownership import check_owner
 from provbackup.work.purge import Purge, purge_quarantine
 from provbackup.work.quota import set_quota
 from provbackup.work.rsnapshot import ConfigTester, configtest_file
@@ -26,6 +27,7 @@ __all__ = [
     "Purge",
     "WorkSession",
     "apply_plan",
+    "check_owner",
     "configtest_file",
     "hook_environment",
     "inspect_account",

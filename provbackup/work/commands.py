@@ -33,7 +33,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from provbackup.errors import WorkError
@@ -357,7 +357,7 @@ class _Tracker:
         self.libc: ctypes.CDLL | None = None
 
     @contextlib.contextmanager
-    def command(self, token: str) -> Iterator[object]:
+    def command(self, token: str) -> Iterator[Callable[[int], None]]:
         """Track one command for the ``with`` block; yields ``register(pid)``."""
         with self.lock:
             if not self.running:

@@ -136,6 +136,9 @@ def test_a_leftover_tree_is_not_handed_to_a_new_entry_reusing_the_uid(tmp_path, 
 
     for uid_number in (3723708, 4100000):  # the same uidNumber reused, or another one
         new = add(ldap_server, "3723708", uid_number=uid_number, gid_number=uid_number)
+        dry = run(setup, "process", "--dry-run")
+        assert "would fail" in outcome_line(dry.out, new)
+        assert "was made for another entry" in outcome_line(dry.out, new)
         result = run(setup, "process")
         assert result.code == 1
         line = outcome_line(result.out, new)
