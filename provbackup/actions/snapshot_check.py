@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from provbackup.config import INTERVALS, Config
+from provbackup.engines import ENGINE_BTRFS, btrfs
 from provbackup.errors import (
     EXIT_ENTRIES_FAILED,
     EXIT_LDAP_UNAVAILABLE,
@@ -138,4 +139,8 @@ def gather(config: Config, now: datetime) -> SnapshotFacts:
     statuses = {interval: read_status(status_path(config, interval)) for interval in INTERVALS}
     warnings, facts.problems = evaluate_runs(statuses)
     facts.warnings += warnings
+    if config.backup.engine == ENGINE_BTRFS:
+        problems, warnings = btrfs.filesystem_findings(config.backup.root)
+        facts.problems += problems
+        facts.warnings += warnings
     return facts

@@ -76,6 +76,28 @@ def check_backup_root(root: Path) -> Filesystem:
     return Filesystem(uuid, mode)
 
 
+def filesystem_findings(root: Path) -> tuple[list[str], list[str]]:
+    """Return (problems, warnings) about ``root``'s btrfs for ``check``; never raises.
+
+    A root off btrfs or without quotas is a problem (every snapshot run
+    exits 78); qgroup figures marked inconsistent are a warning (usage
+    figures are wrong until ``btrfs quota rescan``).
+    """
+    try:
+        with open_root(root) as directory:
+            if not kernel.is_btrfs(directory.fd):
+                return [f"btrfs engine: {root} is not on btrfs"], []
+            uuid = kernel.fsid(directory.fd)
+    except (OSError, ProvbackupError, EntryError) as error:
+        return [f"btrfs engine: {error}"], []
+    enabled, _mode, inconsistent = kernel.quota_state(uuid)
+    if not enabled:
+        return [f"btrfs engine: quotas are not enabled on {root}"], []
+    if inconsistent:
+        return [], [f"btrfs qgroup figures inconsistent (btrfs quota rescan {root})"]
+    return [], []
+
+
 def qgroup_text(qgroup: int) -> str:
     """Return ``level/id`` for a qgroup id."""
     return f"{qgroup >> 48}/{qgroup & ((1 << 48) - 1)}"
