@@ -26,7 +26,7 @@ from provbackup.errors import UnsafePathError
 
 log = logging.getLogger(__name__)
 
-ATTRIBUTES = ("uid", "uidNumber", "gidNumber", "entryUUID")
+ATTRIBUTES = ("uid", "gidNumber")  # what the comparison needs, nothing more to decode
 NAMED = 3  # other DNs named in a message
 
 

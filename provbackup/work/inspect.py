@@ -15,6 +15,7 @@ from provbackup.engines import ENGINE_BTRFS, btrfs
 from provbackup.entry import LdapEntry
 from provbackup.errors import EntryError, WorkError
 from provbackup.paths import AccountPaths, account_paths
+from provbackup.work.ownership import describe_owner
 from provbackup.work.safe import (
     OpenDirectory,
     describe_kind,
@@ -35,6 +36,8 @@ def inspect_entry(entry: LdapEntry, config: Config) -> dict[str, Any]:
     uid = entry.single("uid")
     paths = account_paths(config.backup.root, config.backup.layout, uid)
     view = inspect_account(paths, engine=config.backup.engine)
+    if view["exists"]:
+        view["owner"] = describe_owner(paths, entry.optional("entryUUID"))
     if not view["exists"]:
         view["quarantined"] = quarantined(
             config.backup.root, uid or "", config.delete.quarantine_days

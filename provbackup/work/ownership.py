@@ -34,10 +34,10 @@ import os
 import secrets
 import stat
 from dataclasses import dataclass
-from pathlib import Path
 
-from provbackup.errors import UnsafePathError
+from provbackup.errors import EntryError, UnsafePathError
 from provbackup.model import ROOT_ID, Account
+from provbackup.paths import AccountPaths
 from provbackup.work.safe import OpenDirectory, open_directory, open_root
 
 OWNER_FILE = ".provbackup-owner"
@@ -231,6 +231,27 @@ def write_record(account_directory: OpenDirectory, account: Account, steps: list
     steps.append(f"recorded the owner of {account_directory.path} in {OWNER_FILE}")
 
 
-def record_path(account_directory: Path) -> Path:
-    """The path of the record of an account directory."""
-    return account_directory / OWNER_FILE
+def describe_owner(paths: AccountPaths, entry_uuid: str | None) -> str:
+    """Say, for ``show``, whom the account directory is recorded for, next to ``entry_uuid``.
+
+    Read-only, follows no link, never raises for what it finds.
+    """
+    try:
+        with contextlib.ExitStack() as stack:
+            parent = stack.enter_context(open_root(paths.root))
+            for directory in (*paths.layout_directories, paths.account):
+                parent = stack.enter_context(open_directory(parent, directory.name))
+            recorded = read_record(parent)
+    except (OSError, EntryError) as error:
+        return f"unreadable: {error}"
+    if recorded is None:
+        return "no record (the next add or modify records it if the owners are the entry's)"
+    text = (
+        f"entryUUID {recorded.entry_uuid}, uidNumber {recorded.uid_number}, "
+        f"gidNumber {recorded.gid_number}"
+    )
+    if recorded.entry_uuid is None or entry_uuid is None:
+        return text
+    if recorded.entry_uuid == entry_uuid:
+        return f"{text} (this entry)"
+    return f"{text}: ANOTHER entry (this one is {entry_uuid}); its work fails with 11"

@@ -111,6 +111,11 @@ def test_a_duplicate_uid_cannot_take_over_the_victims_account(tmp_path, ldap_ser
     assert owners(home / ".snapshots")[:2] == (0, 3723707)
     assert not readable_by(ATTACKER_ID, secret)
     assert read_entry(ldap_server, victim)["sstprovisioningmode"] == ["added"]
+    shown = run(setup, "show", "--dn", attacker, "--json")
+    owner = json.loads(shown.out)[0]["server"]["owner"]
+    assert "ANOTHER entry" in owner and entry_uuid(ldap_server, victim) in owner
+    shown = run(setup, "show", "--dn", victim, "--json")
+    assert json.loads(shown.out)[0]["server"]["owner"].endswith("(this entry)")
 
     # The attacker's delete removes nothing either.
     request(ldap_server, attacker, "delete")
