@@ -21,10 +21,11 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
+
+from provbackup.jsonfile import write_json
 
 log = logging.getLogger(__name__)
 
@@ -107,21 +108,4 @@ def _seconds_since(stamp: str, now: datetime) -> float:
 
 def _write(path: Path, record: Fault) -> bool:
     """Replace ``path`` with ``record`` atomically (mode 0600); False when that failed."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(
-            prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent)
-        )
-        try:
-            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-                json.dump(asdict(record), handle, indent=2, sort_keys=True)
-                handle.write("\n")
-            os.replace(temporary, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
-    except OSError as error:
-        log.error("cannot write the fault record %s: %s", path, error.strerror or error)
-        return False
-    return True
+    return write_json(path, asdict(record), 0o600, "the fault record")

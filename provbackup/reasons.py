@@ -15,11 +15,8 @@ finishes the entry removes it. Each host keeps the reasons of its own runs.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from provbackup.actions.report import EntryOutcome
+from provbackup.jsonfile import write_json
 from provbackup.model import Outcome, Request
 
 log = logging.getLogger(__name__)
@@ -136,22 +134,5 @@ def remember(path: Path, outcomes: Iterable[EntryOutcome], now: datetime) -> Non
 
 
 def _write(path: Path, entries: dict[str, Any]) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(
-            prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent)
-        )
-        try:
-            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-                os.fchmod(handle.fileno(), REASONS_MODE)
-                json.dump({"version": 1, "entries": entries}, handle, indent=2, sort_keys=True)
-                handle.write("\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
-    except OSError as error:
-        log.error("cannot write the failure reasons %s: %s", path, error.strerror or error)
+    """Replace ``path`` with the reasons ``entries`` atomically (mode 0600)."""
+    write_json(path, {"version": 1, "entries": entries}, REASONS_MODE, "the failure reasons")

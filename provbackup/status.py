@@ -9,13 +9,12 @@ never readable by others, not even for a moment.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from provbackup.jsonfile import write_json
 
 log = logging.getLogger(__name__)
 
@@ -24,32 +23,12 @@ STATUS_MODE = 0o640
 
 
 def write_status(path: Path, status: dict[str, Any]) -> None:
-    """Replace ``path`` with ``status`` as JSON, atomically.
+    """Replace ``path`` with ``status`` as JSON, atomically (mode 0640, root).
 
     Failing to write is logged as an error and not raised: the work is done
     and recorded in LDAP; the status file only reports it.
     """
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(
-            prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent)
-        )
-        try:
-            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-                if os.geteuid() == 0:
-                    os.fchown(handle.fileno(), 0, 0)
-                os.fchmod(handle.fileno(), STATUS_MODE)
-                json.dump({"version": STATUS_VERSION, **status}, handle, indent=2, sort_keys=True)
-                handle.write("\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
-    except OSError as error:
-        log.error("cannot write the status file %s: %s", path, error.strerror or error)
+    write_json(path, {"version": STATUS_VERSION, **status}, STATUS_MODE, "the status file")
 
 
 def read_status(path: Path) -> dict[str, Any] | None:
