@@ -82,8 +82,6 @@ def setup_logging(verbosity: int, *, json_lines: bool = False) -> None:
     # record no handler takes is then never built. Under cron (-q) a burst would
     # otherwise build, and drop, two records per entry (docs/performance.md).
     root.setLevel(level)
-    # ldap3 logs nothing unless asked; keep third-party chatter out at -v.
-    logging.getLogger("filelock").setLevel(logging.WARNING)
 
 
 def add_syslog(facility: str, level: str = "info", address: str = "/dev/log") -> None:

@@ -8,6 +8,7 @@ prove it is silent on exit 0 and 75 and prints everything otherwise.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
@@ -262,13 +263,12 @@ def config_file(tmp_path: Path) -> Path:
 
 
 def test_cron_line_with_the_real_program_silences_a_held_lock(tmp_path):
-    import filelock
-
     config = config_file(tmp_path)
     command = cron_command(real_provbackup(tmp_path, config))
-    lock = filelock.FileLock(str(tmp_path / "provbackup.lock"))
 
-    with lock:
+    # Held the way another provbackup run holds it: a flock on the lock file.
+    with open(tmp_path / "provbackup.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         direct = subprocess.run(
             [real_provbackup(tmp_path, config), "-q", "process"],
             capture_output=True,

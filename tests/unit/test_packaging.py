@@ -21,7 +21,6 @@ DEBIAN_PACKAGES = {
     "click": "python3-click",
     "ldap3": "python3-ldap3",
     "tabulate": "python3-tabulate",
-    "filelock": "python3-filelock",
 }
 
 
