@@ -24,27 +24,24 @@ and when it is orphaned while only one command runs.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import secrets
 import selectors
 import signal
 import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from provbackup.errors import WorkError
+from provbackup.work.descendants import TOKEN_VARIABLE, TRACKER, alive, tree
 
 logger = logging.getLogger(__name__)
 
 TAIL_LINES = 5
 TAIL_CHARACTERS = 600
 MAX_OUTPUT = 64 * 1024
-TOKEN_VARIABLE = "PROVBACKUP_COMMAND_ID"
-PR_SET_CHILD_SUBREAPER = 36
 # Without pidfds (Linux < 5.3), how often the process is polled.
 POLL_SECONDS = 0.01
 # How often leftover descendants are looked for while the command waits for them.
@@ -94,7 +91,7 @@ def run_command(
     env = dict(os.environ if environment is None else environment)
     env[TOKEN_VARIABLE] = token
     logger.debug("running %s: %s", what, argv)
-    with _TRACKER.command(token) as register:
+    with TRACKER.command(token) as register:
         try:
             process = subprocess.Popen(
                 argv,
@@ -243,7 +240,7 @@ class _Run:
             for fd in list(self.buffers):
                 if fd in self.selector.get_map():
                     self._drain(fd)
-            _TRACKER.reap(_TRACKER.orphans(self.token))
+            TRACKER.reap(TRACKER.orphans(self.token))
             leftovers = self.descendants()
             if not leftovers or time.monotonic() >= self.deadline:
                 return leftovers
@@ -251,10 +248,10 @@ class _Run:
 
     def descendants(self) -> list[int]:
         """Every live process the command started (its tree, and orphans carrying its token)."""
-        found = _tree(self.process.pid) if not self._exited() else []
-        for orphan in _TRACKER.orphans(self.token):
-            found += [orphan, *_tree(orphan)]
-        return [pid for pid in dict.fromkeys(found) if pid != self.process.pid and _alive(pid)]
+        found = tree(self.process.pid) if not self._exited() else []
+        for orphan in TRACKER.orphans(self.token):
+            found += [orphan, *tree(orphan)]
+        return [pid for pid in dict.fromkeys(found) if pid != self.process.pid and alive(pid)]
 
     def kill_everything(self) -> None:
         """SIGKILL the command and all it started, until none is left; reap them."""
@@ -268,7 +265,7 @@ class _Run:
             for pid in targets:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
-            _TRACKER.reap(_TRACKER.orphans(self.token))
+            TRACKER.reap(TRACKER.orphans(self.token))
             if not targets:
                 break
             if time.monotonic() >= give_up:
@@ -295,117 +292,3 @@ class _Run:
         for stream in (self.process.stdout, self.process.stderr):
             if stream is not None:
                 stream.close()
-
-
-def _children(pid: int) -> list[int]:
-    result: list[int] = []
-    try:
-        threads = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return result
-    for thread in threads:
-        try:
-            with open(f"/proc/{pid}/task/{thread}/children", encoding="ascii") as handle:
-                result += [int(word) for word in handle.read().split()]
-        except OSError:
-            continue
-    return result
-
-
-def _tree(pid: int) -> list[int]:
-    """The descendants of ``pid`` (not itself), walked with a list, not recursion."""
-    found: list[int] = []
-    pending = _children(pid)
-    while pending:
-        child = pending.pop()
-        if child in found:
-            continue
-        found.append(child)
-        pending += _children(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-            state = handle.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
-def _environment_token(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as handle:
-            data = handle.read()
-    except OSError:
-        return None
-    prefix = TOKEN_VARIABLE.encode() + b"="
-    for item in data.split(b"\0"):
-        if item.startswith(prefix):
-            return item[len(prefix) :].decode("ascii", errors="replace")
-    return None
-
-
-class _Tracker:
-    """Which processes are whose while commands run (thread-safe; one per process)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.running: dict[str, int] = {}  # token -> the command's pid
-        self.baseline: set[int] = set()  # our children before any command ran: not ours
-        self.libc: ctypes.CDLL | None = None
-
-    @contextlib.contextmanager
-    def command(self, token: str) -> Iterator[Callable[[int], None]]:
-        """Track one command for the ``with`` block; yields ``register(pid)``."""
-        with self.lock:
-            if not self.running:
-                self.baseline = set(_children(os.getpid()))
-                self._subreaper(True)
-            self.running[token] = 0
-
-        def register(pid: int) -> None:
-            with self.lock:
-                self.running[token] = pid
-
-        try:
-            yield register
-        finally:
-            with self.lock:
-                del self.running[token]
-                if not self.running:
-                    self._subreaper(False)
-
-    def _subreaper(self, on: bool) -> None:
-        try:
-            if self.libc is None:
-                self.libc = ctypes.CDLL(None, use_errno=True)
-            if self.libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) != 0:
-                raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
-        except (OSError, AttributeError) as error:
-            logger.debug("cannot make this process a child subreaper: %s", error)
-
-    def orphans(self, token: str) -> list[int]:
-        """Our children that are orphans of the command ``token`` (reparented to us)."""
-        with self.lock:
-            commands = set(self.running.values())
-            alone = len(self.running) == 1
-            baseline = set(self.baseline)
-        result = []
-        for child in _children(os.getpid()):
-            if child in baseline or child in commands:
-                continue
-            owner = _environment_token(child)
-            if owner == token or (owner is None and alone):
-                result.append(child)
-        return result
-
-    def reap(self, orphans: list[int]) -> None:
-        """Collect the exit status of those ``orphans`` (see :meth:`orphans`) that have died."""
-        for pid in orphans:
-            with contextlib.suppress(ChildProcessError, OSError):
-                os.waitpid(pid, os.WNOHANG)
-
-
-_TRACKER = _Tracker()
