@@ -1,9 +1,11 @@
 """Find the accounts a snapshot run works on: the disk decides, not LDAP.
 
-:func:`find_accounts` walks the layout (``stoney``: four levels of digit
-names; ``flat``: one level) for account directories holding a regular file
-named exactly ``rsnapshot.conf``; ``.deleted`` and inactive accounts
-(``rsnapshot.conf.inactive``) are never matched, and nothing is followed.
+:func:`account_directories` walks the layout (``stoney``: four levels of
+digit names; ``flat``: one level) for account directories; ``.deleted`` is
+never matched, and nothing is followed. :func:`find_accounts` keeps those
+holding a regular file named exactly ``rsnapshot.conf`` (inactive accounts
+have ``rsnapshot.conf.inactive``); the jail's refresh and the login check
+take every account's ``chroot``.
 """
 
 from __future__ import annotations
@@ -24,23 +26,37 @@ STONEY_LEVELS = (re.compile(r"\d"), re.compile(r"\d{3}"), re.compile(r"\d{3}"))
 def find_accounts(root: Path, layout: str) -> Iterator[AccountPaths]:
     """Yield the paths of every account under ``root`` whose active rsnapshot.conf exists.
 
+    Only a regular file named exactly ``rsnapshot.conf`` counts (see
+    :func:`account_directories` for the walk). Raises WorkError when the
+    root cannot be opened.
+    """
+    with open_root(root) as top:
+        for paths, account in account_directories(top, layout):
+            status = lstat_entry(account, RSNAPSHOT_CONF)
+            if status is not None and stat.S_ISREG(status.st_mode):
+                yield paths
+
+
+def account_directories(
+    top: OpenDirectory, layout: str
+) -> Iterator[tuple[AccountPaths, OpenDirectory]]:
+    """Yield ``(paths, open account directory)`` for every account under the open root ``top``.
+
     Walks only the names the layout makes (digits in ``stoney``, safe uids
     in ``flat``; never a dot name such as ``.deleted``), never follows a
     symlink and never recurses on the Python stack: the depth is fixed by
-    the layout. Only a regular file named exactly ``rsnapshot.conf`` counts.
-    Raises WorkError when the root cannot be opened.
+    the layout. Each account directory is closed when the iteration moves on.
     """
-    with open_root(root) as top:
-        if layout == "flat":
-            yield from _accounts_in(top, root, layout)
-            return
-        for first in _subdirectories(top, STONEY_LEVELS[0]):
-            with first:
-                for second in _subdirectories(first, STONEY_LEVELS[1]):
-                    with second:
-                        for third in _subdirectories(second, STONEY_LEVELS[2]):
-                            with third:
-                                yield from _accounts_in(third, root, layout)
+    if layout == "flat":
+        yield from _accounts_in(top, top.path, layout)
+        return
+    for first in _subdirectories(top, STONEY_LEVELS[0]):
+        with first:
+            for second in _subdirectories(first, STONEY_LEVELS[1]):
+                with second:
+                    for third in _subdirectories(second, STONEY_LEVELS[2]):
+                        with third:
+                            yield from _accounts_in(third, top.path, layout)
 
 
 def _subdirectories(parent: OpenDirectory, pattern: re.Pattern[str]) -> Iterator[OpenDirectory]:
@@ -57,7 +73,9 @@ def _subdirectories(parent: OpenDirectory, pattern: re.Pattern[str]) -> Iterator
             continue  # vanished or replaced since the listing
 
 
-def _accounts_in(parent: OpenDirectory, root: Path, layout: str) -> Iterator[AccountPaths]:
+def _accounts_in(
+    parent: OpenDirectory, root: Path, layout: str
+) -> Iterator[tuple[AccountPaths, OpenDirectory]]:
     with os.scandir(parent.fd) as entries:
         names = sorted(
             entry.name
@@ -74,9 +92,8 @@ def _accounts_in(parent: OpenDirectory, root: Path, layout: str) -> Iterator[Acc
         if paths.account.parent != parent.path:
             continue  # e.g. 12345 found under 7/707/723: not where the layout puts it
         try:
-            with open_directory(parent, name, path=paths.account) as account:
-                status = lstat_entry(account, RSNAPSHOT_CONF)
+            account = open_directory(parent, name, path=paths.account)
         except (OSError, UnsafePathError):
             continue  # vanished or replaced since the listing
-        if status is not None and stat.S_ISREG(status.st_mode):
-            yield paths
+        with account:
+            yield paths, account

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from provbackup.model import ROOT_ID
 from provbackup.plan import AccountPlan
+from provbackup.work.discover import account_directories
 from provbackup.work.safe import (
     OPEN_FILE_FLAGS,
     OpenDirectory,
@@ -141,28 +142,14 @@ def _write(
 def find_jails(root: OpenDirectory, layout: str) -> Iterator[tuple[Path, OpenDirectory]]:
     """Yield ``(account directory path, open A/chroot)`` for every account under ``root``.
 
-    Walks the ``layout`` (stoney: three levels of layout directories;
-    flat: none) without following a symlink; names starting with a dot
-    (``.deleted``) are skipped. The caller closes nothing: each jail is
+    The walk is :func:`provbackup.work.discover.account_directories` (the
+    layout's names only, no symlink followed, ``.deleted`` skipped);
+    accounts without a ``chroot`` directory are passed over. Each jail is
     closed when the iteration moves on.
     """
-    depth = 3 if layout == "stoney" else 0
-    yield from _walk(root, depth)
-
-
-def _walk(directory: OpenDirectory, depth: int) -> Iterator[tuple[Path, OpenDirectory]]:
-    for name in sorted(os.listdir(directory.fd)):
-        if name.startswith("."):
+    for paths, account in account_directories(root, layout):
+        chroot = lstat_entry(account, "chroot")
+        if chroot is None or not stat.S_ISDIR(chroot.st_mode):
             continue
-        status = lstat_entry(directory, name)
-        if status is None or not stat.S_ISDIR(status.st_mode):
-            continue
-        with open_directory(directory, name) as child:
-            if depth > 0:
-                yield from _walk(child, depth - 1)
-                continue
-            chroot = lstat_entry(child, "chroot")
-            if chroot is None or not stat.S_ISDIR(chroot.st_mode):
-                continue
-            with open_directory(child, "chroot") as jail:
-                yield child.path, jail
+        with open_directory(account, "chroot") as jail:
+            yield paths.account, jail
