@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,12 +43,20 @@ class Phase:
     ldif: Path
 
 
+def entry_uuid(uid: str) -> str:
+    """The entryUUID of the generated entry ``uid``: the same at every reload."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"provbackup-bench:{uid}"))
+
+
 def write_ldif(path: Path, slapd: Slapd, root: Path, *, accounts: int, due: int) -> None:
     """Write a directory of ``accounts`` accounts, ``due`` of them due ``add`` requests.
 
     The due entries are spread evenly (every ``accounts // due``-th), the
     others are provisioned (``added``, state a timestamp). Entries are
     written in chunks, so 100,000 of them never sit in memory as one text.
+    Each entry carries its :func:`entry_uuid` (slapadd keeps a given
+    entryUUID): the ownership record holds it, and a UUID slapadd made up
+    at each reload would make provbackup's tree differ from the floor's.
     """
     step = accounts // due if due else 0
     with path.open("w", encoding="utf-8") as handle:
@@ -64,7 +73,10 @@ def write_ldif(path: Path, slapd: Slapd, root: Path, *, accounts: int, due: int)
                         mode="add" if is_due else "added",
                         state="0" if is_due else DONE_STATE,
                         home_directory=jailkit_home_directory(root, uid),
-                        extra={} if is_due else {"sstProvisioningReturnValue": ["0"]},
+                        extra={
+                            "entryUUID": [entry_uuid(uid)],
+                            **({} if is_due else {"sstProvisioningReturnValue": ["0"]}),
+                        },
                     )
                 )
             handle.write("\n" + entries_to_ldif(chunk))

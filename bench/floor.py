@@ -1,15 +1,31 @@
 """The burst's floor: only the unavoidable work of provisioning the due ``add`` entries.
 
 ``python -m bench.floor CONFIG`` reads ``[ldap]`` and ``[backup] root`` of a
-provbackup configuration with configparser and does, with ldap3 and plain
-``os`` calls and nothing else: one bind, one paged search for the due
-entries, and per entry the claim modify (compare-and-swap, as provbackup
-sends it), the account tree with the same owners and modes, the same
-rsnapshot.conf written durably (fsync of the file and of its directory
-before the entry is marked done: that is what makes "added" in LDAP true
-after a crash), and the finish modify. No validation, no symlink-safe walk,
-no configtest, no status file: the lower bound a provisioning tool can
-reach on this machine and this slapd. It prints how many entries it did.
+provbackup configuration with configparser and makes, with ldap3 and plain
+``os`` calls and nothing else, the LDAP requests ``process`` makes:
+
+- one bind;
+- one paged search for the candidate entries, with provbackup's filter
+  (state 0, no run in progress) and its attribute list (``entryUUID`` too);
+- one paged search for the whole batch, for the due entries' uids and the
+  accounts holding their gidNumbers (provbackup refuses an entry sharing
+  either: the floor skips it too, without a message);
+- per entry the claim modify (compare-and-swap, as provbackup sends it) and
+  the finish modify;
+
+and writes the same tree: the account directories with the same owners and
+modes, the ownership record ``A/.provbackup-owner`` (root 0600, one JSON
+line), the jail's usage file ``A/chroot/etc/provbackup/usage`` (root:gid
+0640, under ``chroot/etc/provbackup`` 0755) and the rsnapshot.conf. Its
+durability is provbackup's: the rsnapshot.conf and the usage file are
+fsynced with their directories before the entry is marked done (that is
+what makes "added" in LDAP true after a crash); the ownership record is not
+(provbackup rewrites a lost one on the next add or modify). No validation,
+no symlink-safe walk, no configtest, no account lock, no status or reasons
+file: the lower bound a provisioning tool can reach on this machine and
+this slapd. It prints how many entries it did, and its LDAP request counts
+(one JSON line, the keys of provbackup's status file ``ldap``) so the
+benchmark can check that both made the same requests.
 
 ``--safe`` does the same work with the system calls of provbackup's safety
 (:func:`provision_safely`), still without its validation, planning,
@@ -19,28 +35,41 @@ safety costs and what the rest of its Python costs.
 
 Kept independent of provbackup (no import of it) so that it measures
 ldap3 and the kernel, not provbackup's code; the benchmark checks that the
-tree it builds is identical to provbackup's.
+tree it builds is identical to provbackup's. The filter and attributes are
+written out here, as provbackup sends them with a default configuration
+(``python -m provbackup -v process`` logs each search as an ``ldapsearch``
+line): a change there must be made here too, or the request counts differ.
 """
 
 from __future__ import annotations
 
 import configparser
 import contextlib
+import json
 import os
 import secrets
 import stat
 import sys
+from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import ldap3
+from ldap3.utils.conv import escape_filter_chars
 
 MODE = "sstProvisioningMode"
 STATE = "sstProvisioningState"
 DATE = "sstProvisioningExecutionDate"
 RETURN_VALUE = "sstProvisioningReturnValue"
 INTERVALS = ("hourly", "daily", "weekly", "monthly", "yearly")
-ATTRIBUTES = ["uid", "uidNumber", "gidNumber", *(f"sstBackupInterval{name.capitalize()}"
-              for name in INTERVALS)]  # fmt: skip
+# provbackup's candidate search: every entry in state 0 with no run in progress.
+SEARCH_FILTER = f"(&({STATE}=0)(!(|({MODE}=adding)({MODE}=modifying)({MODE}=deleting))))"
+ATTRIBUTES = ["uid", "uidNumber", "gidNumber", "homeDirectory", MODE, STATE, RETURN_VALUE,
+              DATE, "sstProvisioningDate", "sstQuota", "sstIsActive",
+              *(f"sstBackupInterval{name.capitalize()}" for name in INTERVALS),
+              "entryUUID"]  # fmt: skip
+SHARED_ATTRIBUTES = ["uid", "gidNumber"]
+FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 RSYNC = "/usr/bin/rsync"
 RSYNC_LONG_ARGS = (
     "--delete --numeric-ids --delete-excluded --no-devices --no-specials"
@@ -69,6 +98,44 @@ def conf_text(uid: str, dn: str, account: str, gid: int, retain: list[tuple[str,
     return "\n".join(lines) + "\n"
 
 
+@dataclass(frozen=True)
+class Account:
+    """What the floor reads of one due entry, undecoded values converted the plain way."""
+
+    dn: str
+    uid: str
+    uid_number: int
+    gid: int
+    quota: int
+    entry_uuid: str | None
+    retain: list[tuple[str, int]]
+
+    @classmethod
+    def of(cls, entry: dict) -> Account:
+        """The account of one paged-search result (``dn`` and ``raw_attributes``)."""
+        values = entry["raw_attributes"]
+
+        def first(name: str, default: str = "0") -> str:
+            return values[name][0].decode() if values.get(name) else default
+
+        retain = [(name, int(first(f"sstBackupInterval{name.capitalize()}")))
+                  for name in INTERVALS]  # fmt: skip
+        return cls(entry["dn"], first("uid"), int(first("uidNumber")), int(first("gidNumber")),
+                   int(first("sstQuota")), values["entryUUID"][0].decode()
+                   if values.get("entryUUID") else None,
+                   [(name, count) for name, count in retain if count])  # fmt: skip
+
+    def owner_record(self) -> bytes:
+        """``A/.provbackup-owner``, byte for byte what provbackup writes for it."""
+        document = {"entryUUID": self.entry_uuid, "uidNumber": self.uid_number,
+                    "gidNumber": self.gid, "uid": self.uid, "dn": self.dn}  # fmt: skip
+        return (json.dumps(document, sort_keys=True) + "\n").encode()
+
+    def usage_line(self) -> bytes:
+        """The usage file of a new account: its quota, nothing backed up, no snapshot."""
+        return f"{self.quota} 0 0\n".encode()
+
+
 def make_directory(path: str, mode: int, uid: int = 0, gid: int = 0) -> None:
     """mkdir (an existing one is fine) and chown when the owner is not root."""
     try:
@@ -79,35 +146,47 @@ def make_directory(path: str, mode: int, uid: int = 0, gid: int = 0) -> None:
         os.chown(path, uid, gid)
 
 
-def provision(root: str, uid: str, dn: str, uid_number: int, gid: int, retain) -> None:
-    """Create the account tree of ``uid`` and its rsnapshot.conf (stoney layout)."""
+def write_file(directory: str, name: str, content: bytes, mode: int, gid: int = 0,
+               durable: bool = True) -> None:  # fmt: skip
+    """Create ``directory/name`` (root:gid, mode under umask 022); ``durable``: fsync it and dir."""
+    descriptor = os.open(f"{directory}/{name}", FILE_FLAGS, mode)
+    try:
+        os.write(descriptor, content)
+        if gid:
+            os.fchown(descriptor, 0, gid)
+        if durable:
+            os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    if durable:
+        parent = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(parent)
+        finally:
+            os.close(parent)
+
+
+def provision(root: str, account: Account) -> None:
+    """Create the account tree, its owner record, usage file and rsnapshot.conf (stoney layout)."""
+    uid, gid = account.uid, account.gid
     padded = uid.zfill(6)
     parent = root
     for name in (padded[-1], padded[-3:], padded[-6:-3]):
         parent = f"{parent}/{name}"
         make_directory(parent, 0o755)
-    account = f"{parent}/{uid}"
-    home = f"{account}/chroot/home/{uid}"
-    make_directory(account, 0o755)
-    make_directory(f"{account}/chroot", 0o755)
-    make_directory(f"{account}/chroot/home", 0o755)
+    directory = f"{parent}/{uid}"
+    home = f"{directory}/chroot/home/{uid}"
+    make_directory(directory, 0o755)
+    write_file(directory, ".provbackup-owner", account.owner_record(), 0o600, durable=False)
+    for name in ("chroot", "chroot/home", "chroot/etc", "chroot/etc/provbackup"):
+        make_directory(f"{directory}/{name}", 0o755)
     make_directory(home, 0o750, 0, gid)
-    make_directory(f"{home}/incoming", 0o700, uid_number, gid)
-    make_directory(f"{home}/.ssh", 0o700, uid_number, gid)
+    make_directory(f"{home}/incoming", 0o700, account.uid_number, gid)
+    make_directory(f"{home}/.ssh", 0o700, account.uid_number, gid)
     make_directory(f"{home}/.snapshots", 0o750, 0, gid)
-    descriptor = os.open(
-        f"{account}/rsnapshot.conf", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
-    )
-    try:
-        os.write(descriptor, conf_text(uid, dn, account, gid, retain).encode())
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-    directory = os.open(account, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    conf = conf_text(uid, account.dn, directory, gid, account.retain)
+    write_file(directory, "rsnapshot.conf", conf.encode(), 0o644)
+    write_file(f"{directory}/chroot/etc/provbackup", "usage", account.usage_line(), 0o640, gid)
 
 
 DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -132,48 +211,75 @@ def ensure_safely(parent: int, name: str, mode: int, uid: int = 0, gid: int = 0)
     return descriptor
 
 
-def provision_safely(root: str, uid: str, dn: str, uid_number: int, gid: int, retain) -> None:
+def replace_safely(directory: int, name: str, content: bytes, mode: int, gid: int = 0,
+                   durable: bool = True) -> None:  # fmt: skip
+    """provbackup's atomic replace: leftovers looked for, a temporary file renamed over ``name``."""
+    os.listdir(directory)  # stale temporary files of a crashed run
+    with contextlib.suppress(OSError):  # an identical file would be kept
+        os.close(os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=directory))
+    temporary = f".provbackup-tmp.{name}.{secrets.token_hex(6)}"
+    descriptor = os.open(temporary, FILE_FLAGS | os.O_NOFOLLOW, 0o600, dir_fd=directory)
+    try:
+        os.write(descriptor, content)
+        os.fchown(descriptor, 0, gid)
+        os.fchmod(descriptor, mode)
+        if durable:
+            os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    os.rename(temporary, name, src_dir_fd=directory, dst_dir_fd=directory)
+    if durable:
+        os.fsync(directory)
+
+
+def provision_safely(root: str, account: Account) -> None:
     """:func:`provision` with the system calls of provbackup's safety, and no more.
 
     Every directory reached by descriptor without following a symlink,
     created closed and opened up after its owner is set; leftovers looked
-    for; the file written to a temporary name, fsynced, renamed over the
-    final name (atomic replace) and the directory fsynced.
+    for; each file written to a temporary name (fsynced where provbackup
+    does), renamed over the final name (atomic replace) and the directory
+    fsynced. No account lock (outside the tree; one flock per entry).
     """
+    uid, gid = account.uid, account.gid
     padded = uid.zfill(6)
     opened = [os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)]
     try:
-        for name in (padded[-1], padded[-3:], padded[-6:-3], uid, "chroot", "home"):
+        for name in (padded[-1], padded[-3:], padded[-6:-3], uid):
             opened.append(ensure_safely(opened[-1], name, 0o755))
-        account, home = opened[4], ensure_safely(opened[-1], uid, 0o750, 0, gid)
+        directory = opened[-1]
+        replace_safely(directory, ".provbackup-owner", account.owner_record(), 0o600,
+                       durable=False)  # fmt: skip
+        chroot = ensure_safely(directory, "chroot", 0o755)
+        opened.append(chroot)
+        opened.append(ensure_safely(chroot, "home", 0o755))
+        home = ensure_safely(opened[-1], uid, 0o750, 0, gid)
         opened.append(home)
         for name, owner, mode in (
-            ("incoming", uid_number, 0o700),
-            (".ssh", uid_number, 0o700),
+            ("incoming", account.uid_number, 0o700),
+            (".ssh", account.uid_number, 0o700),
             (".snapshots", 0, 0o750),
         ):
             opened.append(ensure_safely(home, name, mode, owner, gid))
-        os.listdir(account)  # stale temporary files of a crashed run
-        with contextlib.suppress(OSError):  # an identical file would be kept
-            os.close(os.open("rsnapshot.conf", os.O_RDONLY | os.O_NOFOLLOW, dir_fd=account))
-        temporary = f".provbackup-tmp.rsnapshot.conf.{secrets.token_hex(6)}"
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                             | os.O_CLOEXEC, 0o600, dir_fd=account)  # fmt: skip
+        opened.append(ensure_safely(chroot, "etc", 0o755))
+        usage = ensure_safely(opened[-1], "provbackup", 0o755)
+        opened.append(usage)
         path = f"{root}/{padded[-1]}/{padded[-3:]}/{padded[-6:-3]}/{uid}"
-        try:
-            os.write(descriptor, conf_text(uid, dn, path, gid, retain).encode())
-            os.fchown(descriptor, 0, 0)
-            os.fchmod(descriptor, 0o644)
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-        os.rename(temporary, "rsnapshot.conf", src_dir_fd=account, dst_dir_fd=account)
-        os.fsync(account)
+        conf = conf_text(uid, account.dn, path, gid, account.retain)
+        replace_safely(directory, "rsnapshot.conf", conf.encode(), 0o644)
         with contextlib.suppress(FileNotFoundError):  # the other name, removed if present
-            os.stat("rsnapshot.conf.inactive", dir_fd=account, follow_symlinks=False)
+            os.stat("rsnapshot.conf.inactive", dir_fd=directory, follow_symlinks=False)
+        replace_safely(usage, "usage", account.usage_line(), 0o640, gid)
     finally:
         for descriptor in opened:
             os.close(descriptor)
+
+
+def shared_filter(accounts: list[Account]) -> str:
+    """provbackup's one search for the batch: the uids, and the accounts holding the gidNumbers."""
+    uids = "".join(f"(uid={escape_filter_chars(uid)})" for uid in sorted({a.uid for a in accounts}))
+    gids = "".join(f"(gidNumber={gid})" for gid in sorted({a.gid for a in accounts}))
+    return f"(|{uids}(&(uidNumber=*)(|{gids})))"
 
 
 def main(config_path: str, safe: bool = False) -> int:
@@ -192,37 +298,52 @@ def main(config_path: str, safe: bool = False) -> int:
     connection = ldap3.Connection(
         server, settings["bind_dn"], settings["bind_password"], auto_bind=True, check_names=False
     )
-    found = connection.extend.standard.paged_search(
-        settings["base_dn"],
-        f"(&({STATE}=0)({MODE}=add))",
-        attributes=ATTRIBUTES,
-        paged_size=int(settings.get("page_size", "500")),
-        generator=True,
-    )
-    entries = [item for item in found if item.get("type") == "searchResEntry"]
+    counts = {"searches": 0, "entries_returned": 0, "modifies": 0}
+
+    def search(search_filter: str, attributes: list[str]) -> list[dict]:
+        counts["searches"] += 1
+        found = connection.extend.standard.paged_search(
+            settings["base_dn"], search_filter, dereference_aliases=ldap3.DEREF_NEVER,
+            attributes=attributes, paged_size=int(settings.get("page_size", "500")),
+            generator=True,
+        )  # fmt: skip
+        entries = [item for item in found if item.get("type") == "searchResEntry"]
+        counts["entries_returned"] += len(entries)
+        return entries
+
+    def modify(dn: str, changes: dict) -> bool:
+        counts["modifies"] += 1
+        return bool(connection.modify(dn, changes))
+
+    candidates = search(SEARCH_FILTER, ATTRIBUTES)
+    due = [Account.of(entry) for entry in candidates
+           if entry["raw_attributes"].get(MODE) == [b"add"]]  # fmt: skip
+    holders: Counter[str] = Counter()
+    if due:
+        for entry in search(shared_filter(due), SHARED_ATTRIBUTES):
+            values = entry["raw_attributes"]
+            holders.update(f"uid {value.decode().lower()}" for value in values.get("uid", []))
+            holders.update(f"gid {value.decode()}" for value in values.get("gidNumber", []))
     failures = 0
-    for entry in entries:
-        dn, values = entry["dn"], entry["raw_attributes"]
+    for account in due:
+        if holders[f"uid {account.uid.lower()}"] > 1 or holders[f"gid {account.gid}"] > 1:
+            failures += 1  # shared with another entry: provbackup fails it with 11
+            continue
         claim = {MODE: [(ldap3.MODIFY_DELETE, ["add"]), (ldap3.MODIFY_ADD, ["adding"])],
                  STATE: [(ldap3.MODIFY_DELETE, ["0"]), (ldap3.MODIFY_ADD, ["0"])]}  # fmt: skip
-        if not connection.modify(dn, claim):
+        if not modify(account.dn, claim):
             failures += 1
             continue
-        uid = values["uid"][0].decode()
-        retain = [
-            (name, int(values[f"sstBackupInterval{name.capitalize()}"][0]))
-            for name in INTERVALS
-            if int(values[f"sstBackupInterval{name.capitalize()}"][0])
-        ]
-        work(root, uid, dn, int(values["uidNumber"][0]), int(values["gidNumber"][0]), retain)
+        work(root, account)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         finish = {MODE: [(ldap3.MODIFY_DELETE, ["adding"]), (ldap3.MODIFY_ADD, ["added"])],
                   STATE: [(ldap3.MODIFY_REPLACE, [stamp])], DATE: [(ldap3.MODIFY_REPLACE, ["0"])],
                   RETURN_VALUE: [(ldap3.MODIFY_REPLACE, ["0"])]}  # fmt: skip
-        if not connection.modify(dn, finish):
+        if not modify(account.dn, finish):
             failures += 1
     connection.unbind()
-    print(f"{len(entries) - failures} done, {failures} failed")
+    print(f"{len(due) - failures} done, {failures} failed")
+    print(json.dumps(counts, sort_keys=True))
     return 1 if failures else 0
 
 

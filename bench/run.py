@@ -39,6 +39,8 @@ from bench.measure import Sample, check_gnu_time, median, run_measured
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 PROVBACKUP = [sys.executable, str(REPOSITORY / "bin" / "provbackup")]
+# What the status file's "ldap" says, and the floor prints: compared in the burst.
+REQUEST_COUNTS = ("searches", "entries_returned", "modifies")
 PHASES = ("startup", "burst", "idle", "scan", "latency", "snapshot")
 
 # The targets of issue 5.
@@ -182,6 +184,22 @@ def fingerprint(top: Path) -> dict[str, tuple]:
     return result
 
 
+def tree_differences(tree: dict[str, tuple], reference: dict[str, tuple]) -> list[str]:
+    """One line per path whose (type, mode, uid, gid, hash) differs, or that one tree lacks."""
+    lines = []
+    for path in sorted(set(tree) | set(reference)):
+        mine, theirs = tree.get(path), reference.get(path)
+        if mine != theirs:
+            lines.append(f"{path}: {mine or 'missing'} here, {theirs or 'missing'} in the floor's")
+    return lines
+
+
+def floor_requests(output: Path) -> dict[str, int]:
+    """The LDAP request counts the floor printed (its last stdout line, JSON)."""
+    counts = json.loads(output.read_text().splitlines()[-1])
+    return {name: int(value) for name, value in counts.items()}
+
+
 def count_entries(phase: data.Phase, search_filter: str) -> int:
     """How many entries under the accounts' DN match ``search_filter``."""
     connection = phase.slapd.connection()
@@ -251,6 +269,7 @@ def bench_burst(work: Path, options: argparse.Namespace) -> dict[str, Any]:
         commands["safe_floor"] = [*floor, "--safe", str(phase.config)]
     samples: dict[str, list[Sample]] = {name: [] for name in commands}
     trees: dict[str, dict[str, tuple]] = {}
+    requests: dict[str, dict[str, int]] = {}
     ldap: dict[str, int] = {}
     try:
         for repetition in range(options.burst_runs):
@@ -274,12 +293,26 @@ def bench_burst(work: Path, options: argparse.Namespace) -> dict[str, Any]:
                 if repetition == 0:
                     check_burst_done(phase, due, name)
                     trees[name] = fingerprint(phase.root)
+                    requests[name] = (
+                        {key: int(ldap[key]) for key in REQUEST_COUNTS}
+                        if name == "provbackup"
+                        else floor_requests(phase.directory / f"{name}.out")
+                    )
     finally:
         phase.slapd.stop()
         data.discard_trees(phase)
     identical = all(tree == trees["floor"] for tree in trees.values())
     if not identical:
         progress("burst: WARNING: the backup trees differ between the commands")
+        for name, tree in trees.items():
+            differences = tree_differences(tree, trees["floor"])
+            for line in differences[:20]:
+                progress(f"burst: {name}: {line}")
+            if len(differences) > 20:
+                progress(f"burst: {name}: ... {len(differences) - 20} more paths differ")
+    same_requests = all(counts == requests["floor"] for counts in requests.values())
+    if not same_requests:
+        progress(f"burst: WARNING: the LDAP requests differ between the commands: {requests}")
 
     def paired(mine: str, base: str) -> float:
         pairs = zip(samples[mine], samples[base], strict=True)
@@ -299,6 +332,8 @@ def bench_burst(work: Path, options: argparse.Namespace) -> dict[str, Any]:
         "ratio_of_medians": round(product["seconds"] / floor_figures["seconds"], 3),
         "cpu_ratio": round(product["cpu_seconds"] / max(floor_figures["cpu_seconds"], 0.01), 3),
         "same_tree_as_floor": identical,
+        "ldap_requests": requests,
+        "same_requests_as_floor": same_requests,
     }
     if options.safe_floor:
         result["safe_floor_ratio"] = paired("safe_floor", "floor")
@@ -463,7 +498,8 @@ def table(document: dict[str, Any]) -> str:
         lines.append(f"{'burst: ratio provbackup / floor, paired runs':<48} "
                      f"{burst['ratio']:>8.3f} {burst['cpu_ratio']:>7.2f}{'':>9}  "
                      f"of medians {burst['ratio_of_medians']}, "
-                     f"same tree: {burst['same_tree_as_floor']}")  # fmt: skip
+                     f"same tree: {burst['same_tree_as_floor']}, "
+                     f"same LDAP requests: {burst.get('same_requests_as_floor')}")  # fmt: skip
     for size in ("small", "large"):
         if size in results.get("idle", {}):
             idle = results["idle"][size]
