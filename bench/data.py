@@ -20,8 +20,11 @@ FIRST_UID = 1_000_000
 DONE_STATE = "20240101T000000Z"
 LDIF_CHUNK = 2_000
 # The equality indexes the benchmark's slapd uses, and an operator should
-# configure: the server-side filters of process and scan test exactly these.
-INDEXES = DEFAULT_INDEXES
+# configure (README: index sstProvisioningState,sstProvisioningMode,uid,gidNumber
+# eq): the server-side filters of process and scan test exactly these. gidNumber
+# is the per-run shared-ID search's: without its index slapd tests every account
+# against the whole filter (1.7 s instead of 0.2 s for 1000 due among 10,000).
+INDEXES = (*DEFAULT_INDEXES, "gidNumber eq")
 
 
 @dataclass
