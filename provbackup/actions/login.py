@@ -33,10 +33,10 @@ from provbackup.errors import RETURN_FILESYSTEM, EntryError, WorkError
 from provbackup.work.commands import run_command, tail
 from provbackup.work.jail import find_jails
 from provbackup.work.safe import lstat_entry, open_directory, open_root
+from provbackup.work.session import protected_hardlinks
 
 logger = logging.getLogger(__name__)
 
-PROTECTED_HARDLINKS = Path("/proc/sys/fs/protected_hardlinks")
 SSHD_TIMEOUT = 30.0
 # sshd -T keywords that must read "no" for a backup account (unless DisableForwarding).
 FORWARDING = ("allowtcpforwarding", "allowstreamlocalforwarding", "allowagentforwarding",
@@ -108,11 +108,7 @@ def _check_chrootsh(config: Config, findings: LoginFindings) -> None:
 
 
 def _check_hardlinks(findings: LoginFindings) -> None:
-    try:
-        enabled = PROTECTED_HARDLINKS.read_text().strip() != "0"
-    except OSError:
-        return
-    if not enabled:
+    if not protected_hardlinks():
         findings.warnings.append(
             "fs.protected_hardlinks is 0: users could hard-link files they cannot read "
             "into incoming/; sysctl fs.protected_hardlinks=1"

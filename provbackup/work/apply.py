@@ -16,7 +16,6 @@ import logging
 import os
 import stat
 from datetime import UTC, datetime
-from pathlib import Path
 
 from provbackup.config import Config
 from provbackup.engines import ENGINE_BTRFS, btrfs
@@ -32,7 +31,6 @@ from provbackup.plan import CONF_MODE, QUARANTINE_MODE, AccountPlan
 from provbackup.work.hooks import run_hook
 from provbackup.work.jail import write_account_files
 from provbackup.work.ownership import check_owner, write_record
-from provbackup.work.purge import Purge, purge_quarantine
 from provbackup.work.quota import set_quota
 from provbackup.work.remove import Budget
 from provbackup.work.rsnapshot import ConfigTester
@@ -54,7 +52,6 @@ from provbackup.work.usage import update_usage_quota
 
 logger = logging.getLogger(__name__)
 
-PROTECTED_HARDLINKS = Path("/proc/sys/fs/protected_hardlinks")
 MAX_LOCKFILE_BYTES = 64
 
 
@@ -311,68 +308,5 @@ def _remove_empty_layout(plan: AccountPlan, chain: list[OpenDirectory], steps: l
         steps.append(f"removed empty {layout[index - 1]}")
 
 
-def root_problem(root: Path) -> str | None:
-    """Say why the backup root cannot be opened (missing, not mounted?), or None when it can."""
-    try:
-        with open_root(root):
-            return None
-    except EntryError as error:
-        return str(error)
-
-
-def warn_unprotected_hardlinks() -> bool:
-    """Log a warning when ``fs.protected_hardlinks`` is off; return True if it is on.
-
-    Snapshots give the account's group read access to what was in incoming/.
-    With the protection off, a user could hard-link a file they cannot read
-    into incoming/ (on the same filesystem) and read it in the next snapshot.
-    """
-    try:
-        enabled = PROTECTED_HARDLINKS.read_text().strip() != "0"
-    except OSError:
-        return True  # not Linux, or no /proc: nothing to say
-    if not enabled:
-        logger.warning(
-            "fs.protected_hardlinks is 0: users could hard-link files they cannot read into "
-            "incoming/ and read them in their snapshots; set it to 1 (sysctl)"
-        )
-    return enabled
-
-
 def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-class WorkSession:
-    """The work of one ``process`` run: one :class:`ConfigTester` shared by every entry.
-
-    Takes the configuration and ``strict`` (configtest each account's own
-    file too). Use as a context manager or call :meth:`close`.
-    """
-
-    def __init__(self, config: Config, *, strict: bool = False) -> None:
-        self.config = config
-        self.tester = ConfigTester(config.rsnapshot, strict=strict)
-        # One budget for every tree this run removes: deletes and the purge.
-        self.budget = Budget(config.delete.time_budget)
-        warn_unprotected_hardlinks()
-
-    def __enter__(self) -> WorkSession:
-        return self
-
-    def __exit__(self, *exception: object) -> None:
-        self.close()
-
-    def apply(self, plan: AccountPlan, now: datetime) -> list[str]:
-        """Apply ``plan`` at ``now`` (aware); see :func:`apply_plan`."""
-        return apply_plan(plan, self.config, now=now, tester=self.tester, budget=self.budget)
-
-    def purge_quarantine(self, now: datetime) -> Purge:
-        """Purge quarantined accounts older than ``[delete] quarantine_days``; see the function."""
-        return purge_quarantine(
-            self.config.backup.root, self.config.delete.quarantine_days, now, self.budget
-        )
-
-    def close(self) -> None:
-        """Remove the configtest's temporary files."""
-        self.tester.close()
