@@ -26,7 +26,6 @@ import errno
 import logging
 import os
 import re
-import stat
 from collections.abc import Callable
 from datetime import datetime
 
@@ -48,7 +47,6 @@ from provbackup.work.safe import (
     lstat_entry,
     open_directory,
     remove_non_directory,
-    remove_tree,
     replace_file,
 )
 
@@ -206,15 +204,9 @@ def recover_staging(staging: OpenDirectory, incoming: OpenDirectory) -> list[str
         remove_non_directory(staging, LIFTED_LIMIT)
         steps.append(f"put back the limit of {qgroup_text(qgroup)} lifted by a killed run: {text}")
     for name in sorted(os.listdir(staging.fd)):
-        status = lstat_entry(staging, name)
-        if status is None:
+        if lstat_entry(staging, name) is None:
             continue
-        if stat.S_ISDIR(status.st_mode) and kernel.is_subvolume_root(status):
-            kernel.delete_subvolume(staging.fd, name)
-        elif stat.S_ISDIR(status.st_mode):
-            remove_tree(staging, name)
-        else:
-            remove_non_directory(staging, name)
+        delete_snapshot(staging, name)
         steps.append(f"removed {staging.path / name} left by a killed run")
     return steps
 
