@@ -122,3 +122,19 @@ def _run(*argv: str) -> None:
     result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)}: exit {result.returncode}: {result.stderr.strip()}")
+
+
+def subvolume_ids(mount: Path) -> set[int]:
+    """The ids of every subvolume below the filesystem's top (5), walked with a list."""
+    from provbackup.engines import btrfs_ioctl
+
+    fd = os.open(mount, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        found, queue = set(), [5]
+        while queue:
+            for child in btrfs_ioctl.child_subvolumes(fd, queue.pop()):
+                found.add(child.subvolume)
+                queue.append(child.subvolume)
+        return found
+    finally:
+        os.close(fd)

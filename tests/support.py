@@ -246,3 +246,24 @@ def load_offline(server: Slapd, entries: list[tuple[str, dict[str, list[str]]]])
         server.load_ldif_offline(entries_to_ldif(entries), check_schema=False)
     finally:
         server.start()
+
+
+def hold_lock(lock_file: Path) -> subprocess.Popen[str]:
+    """A real process holding the run lock ``lock_file`` (it says 'held') until killed."""
+    code = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from provbackup.lock import run_lock\n"
+        "with run_lock(Path(sys.argv[1])):\n"
+        "    print('held', flush=True)\n"
+        "    time.sleep(120)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(lock_file)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPOSITORY)},
+    )
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip() == "held"
+    return holder

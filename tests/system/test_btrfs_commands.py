@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from btrfs_image import BtrfsImage, customer
+from btrfs_image import BtrfsImage, customer, subvolume_ids
 from support import modify_entry, read_entry, run, write_config
 
 from provbackup.engines import btrfs_ioctl
@@ -79,23 +79,10 @@ def qgroup(path: Path, field: str) -> int:
         os.close(fd)
 
 
-def subvolumes_below(mount: Path) -> set[int]:
-    fd = os.open(mount, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        found, queue = set(), [5]
-        while queue:
-            for child in btrfs_ioctl.child_subvolumes(fd, queue.pop()):
-                found.add(child.subvolume)
-                queue.append(child.subvolume)
-        return found
-    finally:
-        os.close(fd)
-
-
 def test_add_snapshot_modify_and_delete_an_account(
     tmp_path: Path, ldap_server, btrfs_image: BtrfsImage, btrfs_root: Path
 ) -> None:
-    before = subvolumes_below(btrfs_image.mount)
+    before = subvolume_ids(btrfs_image.mount)
     setup = btrfs_setup(tmp_path, ldap_server, btrfs_root)
     uid = "1000101"
     dn = provision(
@@ -152,13 +139,13 @@ def test_add_snapshot_modify_and_delete_an_account(
     assert deleted.code == 0, deleted.out + deleted.err
     assert read_entry(ldap_server, dn)["sstprovisioningmode"] == ["deleted"]
     assert not account_dir(btrfs_root, uid).exists()
-    assert subvolumes_below(btrfs_image.mount) == before
+    assert subvolume_ids(btrfs_image.mount) == before
 
 
 def test_quarantined_btrfs_account_is_purged_with_its_subvolumes(
     tmp_path: Path, ldap_server, btrfs_image: BtrfsImage, btrfs_root: Path
 ) -> None:
-    before = subvolumes_below(btrfs_image.mount)
+    before = subvolume_ids(btrfs_image.mount)
     setup = btrfs_setup(tmp_path, ldap_server, btrfs_root, "[delete]\nquarantine_days = 7\n")
     uid = "1000102"
     dn = provision(ldap_server, setup, btrfs_root, uid)
@@ -168,10 +155,10 @@ def test_quarantined_btrfs_account_is_purged_with_its_subvolumes(
                                    "sstProvisioningState": ["0"]})  # fmt: skip
     assert run(setup, "process").code == 0
     (moved,) = os.listdir(btrfs_root / ".deleted")
-    assert len(subvolumes_below(btrfs_image.mount) - before) == 2  # incoming/, daily.0
+    assert len(subvolume_ids(btrfs_image.mount) - before) == 2  # incoming/, daily.0
     later = datetime.now(UTC) + timedelta(days=8)
     assert purge_quarantine(btrfs_root, 7, later).removed == [btrfs_root / ".deleted" / moved]
-    assert subvolumes_below(btrfs_image.mount) == before
+    assert subvolume_ids(btrfs_image.mount) == before
 
 
 def test_dry_run_says_what_btrfs_would_do_and_does_nothing(
@@ -236,7 +223,7 @@ def test_a_full_account_can_still_be_deactivated_and_its_quota_changed(
 def test_rsnapshot_engine_on_btrfs_deletes_as_before(
     tmp_path: Path, ldap_server, btrfs_image: BtrfsImage, btrfs_root: Path
 ) -> None:
-    before = subvolumes_below(btrfs_image.mount)
+    before = subvolume_ids(btrfs_image.mount)
     setup = write_config(tmp_path, ldap_server, f"[backup]\nroot = {btrfs_root}\n")
     uid = "1000106"
     dn = provision(ldap_server, setup, btrfs_root, uid)
@@ -251,7 +238,7 @@ def test_rsnapshot_engine_on_btrfs_deletes_as_before(
     result = run(setup, "process")
     assert result.code == 0, result.out + result.err
     assert not account_dir(btrfs_root, uid).exists()
-    assert subvolumes_below(btrfs_image.mount) == before
+    assert subvolume_ids(btrfs_image.mount) == before
 
 
 def test_check_warns_when_a_customer_made_the_qgroup_figures_inconsistent(

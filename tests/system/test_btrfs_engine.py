@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from btrfs_image import BtrfsImage, customer
+from btrfs_image import BtrfsImage, customer, subvolume_ids
 
 from provbackup.engines import btrfs, btrfs_ioctl
 from provbackup.engines.btrfs_snapshot import STAGING_DIRECTORY, take_snapshot
@@ -70,19 +70,6 @@ def write_as_customer(target: Path, data: bytes) -> subprocess.CompletedProcess[
          "status=none", "bs=1M"],
         input=data, capture_output=True, timeout=120,
     )  # fmt: skip
-
-
-def subvolume_ids(mount: Path) -> set[int]:
-    fd = os.open(mount, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        found, queue = set(), [5]
-        while queue:
-            for child in btrfs_ioctl.child_subvolumes(fd, queue.pop()):
-                found.add(child.subvolume)
-                queue.append(child.subvolume)
-        return found
-    finally:
-        os.close(fd)
 
 
 def qgroup_figure(path: Path, level: int, field: str) -> int:

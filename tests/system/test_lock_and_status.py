@@ -9,36 +9,14 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
-from support import REPOSITORY, run, run_process, write_config
+from support import hold_lock, run, run_process, write_config
 
 from provbackup.lock import holder_pid, run_lock
 from provbackup.status import write_status
 
 VICTIM_TEXT = "root:x:0:0:do not touch\n"
-
-
-def hold_lock(lock_file: Path) -> subprocess.Popen[str]:
-    code = (
-        "import sys, time\n"
-        "from pathlib import Path\n"
-        "from provbackup.lock import run_lock\n"
-        "with run_lock(Path(sys.argv[1])):\n"
-        "    print('held', flush=True)\n"
-        "    time.sleep(60)\n"
-    )
-    holder = subprocess.Popen(
-        [sys.executable, "-c", code, str(lock_file)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPOSITORY)},
-    )
-    assert holder.stdout is not None
-    assert holder.stdout.readline().strip() == "held"
-    return holder
 
 
 def test_the_holder_writes_its_pid_into_the_lock_file_itself(tmp_path):

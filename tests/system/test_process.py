@@ -12,7 +12,7 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
-from support import fingerprint, modify_entry, read_entry, run, run_process, write_config
+from support import fingerprint, hold_lock, modify_entry, read_entry, run, run_process, write_config
 
 from sandbox import account_entry, jailkit_home_directory
 
@@ -372,26 +372,6 @@ def test_reset_of_a_deleted_entry_defaults_to_delete(tmp_path, ldap_server):
     assert entry["sstprovisioningmode"] == ["delete"]
     assert entry["sstprovisioningstate"] == ["0"]
     assert "sstprovisioningreturnvalue" not in entry
-
-
-def hold_lock(lock_file: Path) -> subprocess.Popen:
-    """A real process holding the run lock until killed."""
-    code = (
-        "import sys, time\n"
-        "from pathlib import Path\n"
-        "from provbackup.lock import run_lock\n"
-        "with run_lock(Path(sys.argv[1])):\n"
-        "    print('held', flush=True)\n"
-        "    time.sleep(120)\n"
-    )
-    holder = subprocess.Popen(
-        [sys.executable, "-c", code, str(lock_file)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
-    )
-    assert holder.stdout.readline().strip() == "held"
-    return holder
 
 
 def test_a_held_lock_stops_process_and_reset(tmp_path, ldap_server):
