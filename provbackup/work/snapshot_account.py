@@ -23,7 +23,7 @@ from provbackup.model import Outcome
 from provbackup.paths import AccountPaths
 from provbackup.work.backuptime import fix_backup_time
 from provbackup.work.commands import run_command, tail
-from provbackup.work.safe import OpenDirectory, open_directory
+from provbackup.work.safe import OpenDirectory, lstat_entry, open_directory
 from provbackup.work.snapshots import (
     AccountConf,
     migrate_layout,
@@ -181,6 +181,18 @@ def _rsnapshot(
     interval = job.interval
     conf, steps = migrate_layout(account, home, conf, paths)
     steps += prune(home, conf)
+    # A higher interval takes the last snapshot of the one before it in the file.
+    # Before that one is there, rsnapshot 1.4 (Debian 12) rotated the interval
+    # without a new .0 and 1.5 (Debian 13) refuses with exit 1: neither is run,
+    # as with the btrfs engine.
+    names = [name for name, _ in conf.retain]
+    if names.index(interval) > 0:
+        lower = names[names.index(interval) - 1]
+        source = f"{lower}.{conf.counts[lower] - 1}"
+        with open_directory(home, ".snapshots") as snapshots:
+            if lstat_entry(snapshots, source) is None:
+                steps.append(f"{snapshots.path / source} not there yet: no {interval} snapshot")
+                return steps
     command = run_command(
         [*job.rsnapshot_argv, "-c", str(paths.rsnapshot_conf), interval],
         timeout=job.config.snapshot.timeout,
