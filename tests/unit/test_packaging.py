@@ -78,9 +78,8 @@ def test_every_unit_runs_the_packaged_binary_and_is_shipped_disabled():
     rules = (DEBIAN / "rules").read_text()
     assert re.search(r"^\tdh_installsystemd .*--no-enable.*--no-start", rules, re.MULTILINE)
     install = (DEBIAN / "provbackup.install").read_text().splitlines()
-    # /usr/lib: Debian 13's lintian refuses /lib (aliased-location); Debian 12 reads both.
-    assert "cron/*.service usr/lib/systemd/system/" in install
-    assert "cron/*.timer usr/lib/systemd/system/" in install
+    assert "cron/*.service lib/systemd/system/" in install
+    assert "cron/*.timer lib/systemd/system/" in install
 
 
 def test_config_is_a_root_only_conffile_and_purge_spares_the_backup_root():
