@@ -16,7 +16,6 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from provbackup.engines import btrfs_ioctl as kernel
 from provbackup.errors import (
     RETURN_FILESYSTEM,
     ConfigError,
@@ -24,6 +23,7 @@ from provbackup.errors import (
     ProvbackupError,
     WorkError,
 )
+from provbackup.work import btrfs_ioctl as kernel
 from provbackup.work.safe import (
     OpenDirectory,
     lstat_entry,

@@ -30,7 +30,6 @@ from collections.abc import Callable
 from datetime import datetime
 
 from provbackup.config import INTERVALS
-from provbackup.engines import btrfs_ioctl as kernel
 from provbackup.engines.btrfs import (
     INCOMING,
     SNAPSHOTS,
@@ -40,6 +39,7 @@ from provbackup.engines.btrfs import (
     delete_snapshot,
     qgroup_text,
 )
+from provbackup.work import btrfs_ioctl as kernel
 from provbackup.work.safe import (
     OPEN_FILE_FLAGS,
     OpenDirectory,

@@ -18,7 +18,7 @@ import pytest
 from btrfs_image import BtrfsImage, customer, subvolume_ids
 from support import modify_entry, read_entry, run, write_config
 
-from provbackup.engines import btrfs_ioctl
+from provbackup.work import btrfs_ioctl
 from provbackup.work.purge import purge_quarantine
 from sandbox import account_entry, jailkit_home_directory
 

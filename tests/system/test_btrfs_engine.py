@@ -22,9 +22,10 @@ from pathlib import Path
 import pytest
 from btrfs_image import BtrfsImage, customer, subvolume_ids
 
-from provbackup.engines import btrfs, btrfs_ioctl
+from provbackup.engines import btrfs
 from provbackup.engines.btrfs_snapshot import STAGING_DIRECTORY, take_snapshot
 from provbackup.errors import ConfigError, WorkError
+from provbackup.work import btrfs_ioctl
 from provbackup.work.safe import OpenDirectory, open_directory, open_root, remove_tree
 
 UID = 61001
