@@ -14,12 +14,12 @@ Nothing here follows a symlink below the backup root: see
 
 from __future__ import annotations
 
+from provbackup.engines.rsnapshot import set_quota
 from provbackup.work.apply import apply_plan
 from provbackup.work.hooks import hook_environment, run_hook
 from provbackup.work.inspect import inspect_account, inspect_entry
 from provbackup.work.ownership import check_owner
 from provbackup.work.purge import Purge, purge_quarantine
-from provbackup.work.quota import set_quota
 from provbackup.work.rsnapshot import ConfigTester, configtest_file
 from provbackup.work.session import WorkSession, root_problem
 

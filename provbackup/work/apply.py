@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 from provbackup.config import Config
 from provbackup.engines import ENGINE_BTRFS, btrfs
+from provbackup.engines.rsnapshot import set_quota
 from provbackup.errors import RETURN_FILESYSTEM, EntryError, WorkError
 from provbackup.model import ROOT_ID, Verb, timestamp
 from provbackup.paths import (
@@ -31,7 +32,6 @@ from provbackup.plan import CONF_MODE, QUARANTINE_MODE, AccountPlan
 from provbackup.work.hooks import run_hook
 from provbackup.work.jail import write_account_files
 from provbackup.work.ownership import check_owner, write_record
-from provbackup.work.quota import set_quota
 from provbackup.work.remove import Budget
 from provbackup.work.rsnapshot import ConfigTester
 from provbackup.work.safe import (
