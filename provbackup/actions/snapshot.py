@@ -30,9 +30,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from provbackup.actions.common import Clock, utc_now
+from provbackup.actions.snapshot_account import (
+    BUSY,
+    DONE,
+    FAILED,
+    SKIPPED,
+    WOULD,
+    AccountResult,
+    SnapshotJob,
+    snapshot_account,
+)
 from provbackup.actions.usagewriter import UsageWriter
 from provbackup.config import INTERVALS, Config
 from provbackup.engines import ENGINE_BTRFS, btrfs
+from provbackup.engines.rsnapshot_layout import open_account
 from provbackup.errors import (
     EXIT_ENTRIES_FAILED,
     EXIT_LDAP_UNAVAILABLE,
@@ -49,17 +60,6 @@ from provbackup.status import write_status
 from provbackup.work.discover import find_accounts
 from provbackup.work.rsnapshot import resolve_command
 from provbackup.work.safe import lstat_entry, open_root
-from provbackup.work.snapshot_account import (
-    BUSY,
-    DONE,
-    FAILED,
-    SKIPPED,
-    WOULD,
-    AccountResult,
-    SnapshotJob,
-    snapshot_account,
-)
-from provbackup.work.snapshots import open_account
 from provbackup.work.usage import raise_open_files_limit
 
 if TYPE_CHECKING:

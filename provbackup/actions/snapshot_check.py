@@ -18,6 +18,7 @@ from typing import Any
 
 from provbackup.config import INTERVALS, Config
 from provbackup.engines import ENGINE_BTRFS, btrfs
+from provbackup.engines.rsnapshot_layout import open_account, read_conf
 from provbackup.errors import (
     EXIT_ENTRIES_FAILED,
     EXIT_LDAP_UNAVAILABLE,
@@ -27,7 +28,6 @@ from provbackup.errors import (
 )
 from provbackup.work.discover import find_accounts
 from provbackup.work.safe import open_directory
-from provbackup.work.snapshots import open_account, read_conf
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from provbackup.errors import LdapUnavailableError
 from provbackup.model import Changes, Operation
 
 if TYPE_CHECKING:
+    from provbackup.actions.snapshot_account import AccountResult
     from provbackup.directory import LdapDirectory
-    from provbackup.work.snapshot_account import AccountResult
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from provbackup.cli.options import Settings, pass_settings
 from provbackup.config import INTERVALS
 
 if TYPE_CHECKING:
-    from provbackup.work.snapshot_account import AccountResult
+    from provbackup.actions.snapshot_account import AccountResult
 
 log = logging.getLogger(__name__)
 

@@ -18,19 +18,19 @@ from datetime import UTC, datetime
 from provbackup.accountlock import AccountBusyError, account_lock
 from provbackup.config import Config
 from provbackup.engines import ENGINE_BTRFS, btrfs, btrfs_snapshot
-from provbackup.errors import RETURN_RSNAPSHOT, EntryError, ProvbackupError
-from provbackup.model import Outcome
-from provbackup.paths import AccountPaths
-from provbackup.work.backuptime import fix_backup_time
-from provbackup.work.commands import run_command, tail
-from provbackup.work.safe import OpenDirectory, open_directory
-from provbackup.work.snapshots import (
+from provbackup.engines.rsnapshot_layout import (
     AccountConf,
     migrate_layout,
     open_account,
     prune,
     read_conf,
 )
+from provbackup.errors import RETURN_RSNAPSHOT, EntryError, ProvbackupError
+from provbackup.model import Outcome
+from provbackup.paths import AccountPaths
+from provbackup.work.backuptime import fix_backup_time
+from provbackup.work.commands import run_command, tail
+from provbackup.work.safe import OpenDirectory, open_directory
 from provbackup.work.usage import (
     Usage,
     last_successful_backups,
