@@ -25,7 +25,7 @@ from provbackup.actions.entrywork import Due, EntryInterrupted, EntryWorker
 from provbackup.actions.report import EntryOutcome, RunReport
 from provbackup.config import Config
 from provbackup.directory import LdapDirectory, connect
-from provbackup.engines import ENGINE_BTRFS, btrfs
+from provbackup.engines import select_engine
 from provbackup.entry import Rules, read_account, read_request
 from provbackup.errors import (
     EXIT_ENTRIES_FAILED,
@@ -143,12 +143,11 @@ def check_root(config: Config, *, dry_run: bool = False) -> None:
     if problem is not None:
         done = "nothing would be done" if dry_run else "no entry was claimed"
         raise ConfigError(f"{config.source}: [backup] root: {problem}; {done}")
-    if config.backup.engine == ENGINE_BTRFS:
-        try:
-            btrfs.check_backup_root(config.backup.root)
-        except ConfigError as error:
-            done = "nothing would be done" if dry_run else "no entry was claimed"
-            raise ConfigError(f"{config.source}: {error}; {done}") from None
+    try:
+        select_engine(config).check_root(config.backup.root)
+    except ConfigError as error:
+        done = "nothing would be done" if dry_run else "no entry was claimed"
+        raise ConfigError(f"{config.source}: {error}; {done}") from None
 
 
 def check_quota_command(config: Config, *, dry_run: bool = False) -> None:

@@ -10,6 +10,7 @@ from provbackup import state, work
 from provbackup.actions.common import Clock, find_entries, local_today, utc_now
 from provbackup.config import Config
 from provbackup.directory import connect
+from provbackup.engines import select_engine
 from provbackup.entry import LdapEntry, read_request
 from provbackup.errors import EntryError
 from provbackup.lock import lock_is_held
@@ -68,7 +69,8 @@ def _view(entry: LdapEntry, config: Config, today: date, run_active: bool) -> Ac
     if problem:
         provisioning["problem"] = problem
     try:
-        server = work.inspect_entry(entry, config)
+        engine = select_engine(config)
+        server = work.inspect_entry(entry, config, engine=engine.title, inspect=engine.inspect)
     except EntryError as error:
         server = {"error": str(error)}
     return AccountView(entry.dn, provisioning, server)

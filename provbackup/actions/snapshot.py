@@ -42,8 +42,7 @@ from provbackup.actions.snapshot_account import (
 )
 from provbackup.actions.usagewriter import UsageWriter
 from provbackup.config import INTERVALS, Config
-from provbackup.engines import ENGINE_BTRFS, btrfs
-from provbackup.engines.rsnapshot_layout import open_account
+from provbackup.engines import select_engine
 from provbackup.errors import (
     EXIT_ENTRIES_FAILED,
     EXIT_LDAP_UNAVAILABLE,
@@ -57,8 +56,8 @@ from provbackup.errors import (
 from provbackup.lock import run_lock
 from provbackup.paths import AccountPaths, account_paths
 from provbackup.status import write_status
+from provbackup.work.accountconf import open_account
 from provbackup.work.discover import find_accounts
-from provbackup.work.rsnapshot import resolve_command
 from provbackup.work.safe import lstat_entry, open_root
 from provbackup.work.usage import raise_open_files_limit
 
@@ -198,22 +197,16 @@ def snapshot(
     if interval not in INTERVALS:
         raise UsageError(f"unknown interval {interval!r}; expected one of {', '.join(INTERVALS)}")
     report = SnapshotReport(interval=interval, started=clock(), dry_run=dry_run)
-    btrfs_engine = config.backup.engine == ENGINE_BTRFS
-    argv = resolve_command(config.rsnapshot)
-    if argv is None and not btrfs_engine:
-        raise ConfigError(
-            f"{config.source}: [rsnapshot] command: {config.rsnapshot.command!r} not found"
-        )
+    engine = select_engine(config)
+    engine.check_tools(config)
     try:
-        if btrfs_engine:
-            btrfs.check_backup_root(config.backup.root)
-        else:
-            with open_root(config.backup.root):
-                pass
+        with open_root(config.backup.root):
+            pass
+        engine.check_root(config.backup.root)
     except EntryError as error:
         raise ConfigError(f"{config.source}: [backup] root: {error}") from None
     raise_open_files_limit()
-    job = SnapshotJob(config, interval, argv or [], dry_run, clock)
+    job = SnapshotJob(config, engine, interval, dry_run, clock)
     lock = nullcontext() if dry_run else run_lock(lock_path(config, interval))
     with lock:
         try:

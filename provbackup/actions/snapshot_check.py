@@ -17,8 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from provbackup.config import INTERVALS, Config
-from provbackup.engines import ENGINE_BTRFS, btrfs
-from provbackup.engines.rsnapshot_layout import open_account, read_conf
+from provbackup.engines import select_engine
 from provbackup.errors import (
     EXIT_ENTRIES_FAILED,
     EXIT_LDAP_UNAVAILABLE,
@@ -26,6 +25,7 @@ from provbackup.errors import (
     SIGNAL_EXIT_BASE,
     EntryError,
 )
+from provbackup.work.accountconf import open_account, read_conf
 from provbackup.work.discover import find_accounts
 from provbackup.work.safe import open_directory
 
@@ -139,8 +139,7 @@ def gather(config: Config, now: datetime) -> SnapshotFacts:
     statuses = {interval: read_status(status_path(config, interval)) for interval in INTERVALS}
     warnings, facts.problems = evaluate_runs(statuses)
     facts.warnings += warnings
-    if config.backup.engine == ENGINE_BTRFS:
-        problems, warnings = btrfs.filesystem_findings(config.backup.root)
-        facts.problems += problems
-        facts.warnings += warnings
+    problems, warnings = select_engine(config).findings(config.backup.root)
+    facts.problems += problems
+    facts.warnings += warnings
     return facts

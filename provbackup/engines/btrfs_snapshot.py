@@ -30,15 +30,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from provbackup.config import INTERVALS
-from provbackup.engines.btrfs import (
-    INCOMING,
-    SNAPSHOTS,
-    STAGING_DIRECTORY,
-    account_qgroup,
-    adopt_nested,
-    delete_snapshot,
-    qgroup_text,
-)
+from provbackup.engines.btrfs import adopt_nested, delete_snapshot
 from provbackup.work import btrfs_ioctl as kernel
 from provbackup.work.safe import (
     OPEN_FILE_FLAGS,
@@ -48,6 +40,13 @@ from provbackup.work.safe import (
     open_directory,
     remove_non_directory,
     replace_file,
+)
+from provbackup.work.subvolumes import (
+    INCOMING,
+    SNAPSHOTS,
+    STAGING_DIRECTORY,
+    account_qgroup,
+    qgroup_text,
 )
 
 logger = logging.getLogger(__name__)

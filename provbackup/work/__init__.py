@@ -8,13 +8,12 @@ Nothing here follows a symlink below the backup root: see
 - :func:`purge_quarantine` removes quarantined accounts past their days;
 - :class:`ConfigTester` configtests rsnapshot configurations once per shape
   for a run; :func:`configtest_file` tests one file;
-- :func:`run_hook` runs one ``[hooks]`` command; :func:`set_quota` the quota;
+- :func:`run_hook` runs one ``[hooks]`` command;
 - :func:`inspect_account` / :func:`inspect_entry` describe an account for ``show``.
 """
 
 from __future__ import annotations
 
-from provbackup.engines.rsnapshot import set_quota
 from provbackup.work.apply import apply_plan
 from provbackup.work.hooks import hook_environment, run_hook
 from provbackup.work.inspect import inspect_account, inspect_entry
@@ -36,5 +35,4 @@ __all__ = [
     "purge_quarantine",
     "root_problem",
     "run_hook",
-    "set_quota",
 ]
