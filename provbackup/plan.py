@@ -112,12 +112,15 @@ class AccountPlan:
     engine: Engine
 
 
-def build_plan(account: Account, verb: Verb, config: Config) -> AccountPlan:
+def build_plan(
+    account: Account, verb: Verb, config: Config, *, engine: Engine | None = None
+) -> AccountPlan:
     """Compute the work of ``verb`` for ``account``, as the gate admitted it.
 
     Pure and validation-free: ``account`` is trusted (see
     :func:`provbackup.entry.read_account`); the configuration gives the
-    rsync path, the engine (its quota) and the quarantine. Returns the
+    rsync path, the engine (its quota; ``engine`` another one, for a
+    command working across engines) and the quarantine. Returns the
     :class:`AccountPlan`.
     """
     paths = account.paths
@@ -143,7 +146,7 @@ def build_plan(account: Account, verb: Verb, config: Config) -> AccountPlan:
         if active
         else (paths.rsnapshot_conf_inactive, paths.rsnapshot_conf)
     )
-    engine = select_engine(config)
+    engine = engine or select_engine(config)
     quota_argv, quota_note = engine.plan_quota(account, verb, quota_bytes, config)
     return AccountPlan(
         account=account,
