@@ -45,7 +45,6 @@ from provbackup.work.subvolumes import (  # the engine's deletion, shared with e
 logger = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class Filesystem:
     """The backup root's btrfs: its UUID (sysfs name) and quota mode (qgroup, squota)."""

@@ -93,5 +93,4 @@ def _qgroup_note(verb: Verb, quota_bytes: int | None) -> str:
     return f"quota: btrfs qgroup of incoming/ and its snapshots limited to {quota_bytes} bytes"
 
 
-
 ENGINE: Engine = BtrfsEngine()

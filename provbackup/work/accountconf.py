@@ -125,5 +125,3 @@ def read_conf(
             return_value=RETURN_RSNAPSHOT,
         )
     return AccountConf(retain=tuple(retain), destination=destination, text=text)
-
-
