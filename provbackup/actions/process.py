@@ -3,9 +3,9 @@
 :func:`process` is the library entry point (like ldap2pg's ``synchronize``):
 it fills the :class:`~provbackup.actions.report.RunReport` it is given and
 returns; it prints nothing and takes no lock. The lock, the signal
-handlers, the status file and the mail belong to the command layer
-(the run lifecycle, :mod:`provbackup.cli.lifecycle`). One entry's failure never stops the run;
-losing LDAP does.
+handlers, the status file and the mail belong to the command layer (the
+run lifecycle, :mod:`provbackup.cli.lifecycle`). One entry's failure
+never stops the run; losing LDAP does.
 """
 
 from __future__ import annotations
