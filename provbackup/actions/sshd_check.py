@@ -170,26 +170,35 @@ def _check_others_unchanged(config: Config, snippet: Path, critical: list[str],
     without = config_without(text, snippet)
     if without is None:
         return  # not included: the Match check above says so
-    with tempfile.TemporaryDirectory(prefix="provbackup-sshd-") as directory:
-        baseline = Path(directory) / "sshd_config"
-        baseline.write_text(without, encoding="utf-8")
-        for user in other_users():
-            now = _effective(config, main, user, warnings)
-            before = _effective(config, baseline, user, warnings)
-            if now is None or before is None:
-                return
-            changed = [
-                describe_change(key, before.get(key, []), now.get(key, []))
-                for key in sorted(now.keys() | before.keys())
-                if now.get(key) != before.get(key)
-            ]
-            if changed:
-                critical.append(
-                    f"sshd -T for {user} ({main}): {snippet} changes its settings: "
-                    f"{'; '.join(changed[:MAX_SHOWN])} (only the Match block for the "
-                    "accounts belongs in the snippet, and its Match line must not match "
-                    f"{user})"
-                )
+    try:
+        with tempfile.TemporaryDirectory(prefix="provbackup-sshd-") as directory:
+            baseline = Path(directory) / "sshd_config"
+            baseline.write_text(without, encoding="utf-8")
+            _compare_others(config, baseline, snippet, critical, warnings)
+    except OSError as error:
+        warnings.append(f"cannot write a copy of {main} without {snippet}: {error}")
+
+
+def _compare_others(config: Config, baseline: Path, snippet: Path, critical: list[str],
+                    warnings: list[str]) -> None:  # fmt: skip
+    main = config.jail.sshd_config
+    for user in other_users():
+        now = _effective(config, main, user, warnings)
+        before = _effective(config, baseline, user, warnings)
+        if now is None or before is None:
+            return
+        changed = [
+            describe_change(key, before.get(key, []), now.get(key, []))
+            for key in sorted(now.keys() | before.keys())
+            if now.get(key) != before.get(key)
+        ]
+        if changed:
+            critical.append(
+                f"sshd -T for {user} ({main}): {snippet} changes its settings: "
+                f"{'; '.join(changed[:MAX_SHOWN])} (only the Match block for the "
+                "accounts belongs in the snippet, and its Match line must not match "
+                f"{user})"
+            )
 
 
 def describe_change(key: str, before: list[str], after: list[str]) -> str:
