@@ -69,7 +69,7 @@ class AccountResult:
 
 @dataclass(frozen=True)
 class SnapshotJob:
-    """What a worker needs: the run's settings and engine (the account's quota comes apart)."""
+    """What a worker needs: the run's settings and engine (the quota comes per account)."""
 
     config: Config
     engine: Engine

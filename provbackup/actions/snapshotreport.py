@@ -13,8 +13,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from provbackup.actions.snapshot_account import BUSY, DONE, FAILED, SKIPPED, WOULD, AccountResult
 from provbackup.errors import EXIT_OK
-from provbackup.work.snapshot_account import BUSY, DONE, FAILED, SKIPPED, WOULD, AccountResult
 
 if TYPE_CHECKING:
     from provbackup.config import Config
