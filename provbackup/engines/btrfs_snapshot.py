@@ -55,6 +55,8 @@ logger = logging.getLogger(__name__)
 STAGING_MODE = 0o700  # root:root
 LIFTED_LIMIT = "lifted-limit"
 SNAPSHOT_ROOT_MODE = 0o750  # root:gidNumber, like the rsnapshot engine's snapshots
+HEADROOM = 4 << 20
+MAX_RAISES = 3
 
 Fix = Callable[[OpenDirectory], list[str]]
 

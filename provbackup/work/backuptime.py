@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 MARKER = b"TODAY"
 MAX_BYTES = 64
 TIME_FORMAT = "%Y-%m-%d %H:%M"
+MAX_HOSTS = 100
 
 
 def fix_backup_time(snapshot: OpenDirectory, moment: datetime) -> list[str]:

@@ -23,8 +23,14 @@ import pytest
 from btrfs_image import BtrfsImage, customer, subvolume_ids
 
 from provbackup.engines import btrfs, btrfs_ioctl
-from provbackup.engines.btrfs_snapshot import STAGING_DIRECTORY, take_snapshot
+from provbackup.engines.btrfs_snapshot import (
+    HEADROOM,
+    MAX_RAISES,
+    STAGING_DIRECTORY,
+    take_snapshot,
+)
 from provbackup.errors import ConfigError, WorkError
+from provbackup.work.backuptime import MAX_HOSTS, fix_backup_time
 from provbackup.work.safe import OpenDirectory, open_directory, open_root, remove_tree
 
 UID = 61001
@@ -281,6 +287,67 @@ def test_full_account_still_gets_its_snapshot_and_keeps_its_limit(btrfs_root: Pa
     assert (home_of(account) / ".snapshots/daily.0/host/fixed").stat().st_size == 64 * 1024
     assert qgroup_figure(incoming, 1, "max_referenced") == 16 * MIB
     assert os.listdir(account / STAGING_DIRECTORY) == []
+
+
+def test_customer_cannot_write_past_the_quota_while_the_runner_fixes_a_full_account(
+    btrfs_root: Path,
+) -> None:
+    account = make_account(btrfs_root)
+    with opened(account) as (_directory, home):
+        btrfs.set_limit(home, 16 * MIB)
+    incoming = home_of(account) / "incoming"
+    write_as_customer(incoming / "host" / ".sepiola_backup" / "backupTime", b"TODAY")
+    assert write_as_customer(incoming / "host" / "fill", os.urandom(20 * MIB)).returncode != 0
+    during: list[tuple[int, bytes, int]] = []
+
+    def fix(staged: OpenDirectory) -> list[str]:
+        # While the runner works on the staged snapshot of the full account, the
+        # customer (another process) uploads 8 MiB more into incoming/.
+        attempt = write_as_customer(incoming / "host" / "more", os.urandom(8 * MIB))
+        flags = qgroup_figure(incoming, 1, "limit_flags")
+        during.append((attempt.returncode, attempt.stderr, flags))
+        return fix_backup_time(staged, MOMENT)
+
+    steps = snap(account, fix=fix)
+    assert during, "the fix never ran"
+    for returncode, stderr, flags in during:
+        assert returncode != 0 and b"Disk quota exceeded" in stderr, "wrote past the quota"
+        assert flags & 1, "the limit was off while the runner worked"
+    assert any("raised" in step for step in steps), steps
+    snapshot = home_of(account) / ".snapshots" / "daily.0"
+    assert (snapshot / "host/.sepiola_backup/backupTime").read_text() != "TODAY"
+    # at most the raises' headroom past the quota, never the 8 MiB
+    referenced = qgroup_figure(incoming, 1, "referenced")
+    assert referenced <= 16 * MIB + MAX_RAISES * HEADROOM < 24 * MIB
+    assert qgroup_figure(incoming, 1, "max_referenced") == 16 * MIB
+    assert os.listdir(account / STAGING_DIRECTORY) == []
+
+
+def test_backup_time_walk_of_a_full_account_is_capped(
+    btrfs_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    account = make_account(btrfs_root)
+    incoming = home_of(account) / "incoming"
+    hosts = MAX_HOSTS + 20
+    made = customer(UID, GID, "sh", "-c",
+                    f"for i in $(seq 1000 {999 + hosts}); do mkdir -p h$i/.sepiola_backup; "
+                    "echo TODAY > h$i/.sepiola_backup/backupTime; done", cwd=incoming)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    with opened(account) as (_directory, home):
+        btrfs.set_limit(home, 16 * MIB)
+    assert write_as_customer(incoming / "fill", os.urandom(20 * MIB)).returncode != 0
+    steps = snap(account, fix=lambda staged: fix_backup_time(staged, MOMENT))
+    snapshot = home_of(account) / ".snapshots" / "daily.0"
+    texts = [
+        (snapshot / f"h{n}" / ".sepiola_backup" / "backupTime").read_text().strip()
+        for n in range(1000, 1000 + hosts)
+    ]
+    # the first MAX_HOSTS host directories (sorted) are fixed, the rest is left as it was
+    assert all(text != "TODAY" for text in texts[:MAX_HOSTS])
+    assert texts[MAX_HOSTS:] == ["TODAY"] * 20
+    assert sum("backupTime: TODAY ->" in step for step in steps) == MAX_HOSTS
+    assert f"{hosts} host directories, more than {MAX_HOSTS}" in caplog.text
+    assert qgroup_figure(incoming, 1, "max_referenced") == 16 * MIB
 
 
 def test_limit_lifted_by_a_killed_run_is_put_back(btrfs_root: Path) -> None:
