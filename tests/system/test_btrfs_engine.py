@@ -15,7 +15,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -283,15 +283,21 @@ def test_full_account_still_gets_its_snapshot_and_keeps_its_limit(btrfs_root: Pa
         return ["fixed"]
 
     steps = snap(account, fix=fix)
-    assert any("lifted" in step for step in steps)
+    assert any("raised" in step for step in steps)
     assert (home_of(account) / ".snapshots/daily.0/host/fixed").stat().st_size == 64 * 1024
     assert qgroup_figure(incoming, 1, "max_referenced") == 16 * MIB
     assert os.listdir(account / STAGING_DIRECTORY) == []
 
 
-def test_customer_cannot_write_past_the_quota_while_the_runner_fixes_a_full_account(
-    btrfs_root: Path,
-) -> None:
+def full_account_racing_the_runner(
+    btrfs_root: Path, uploads: int
+) -> tuple[Path, list[tuple[int, bytes, int]], Callable[[OpenDirectory], list[str]]]:
+    """A full account (16 MiB) and a fix during which the customer uploads 8 MiB ``uploads`` times.
+
+    Returns the account, the list the fix fills with (dd's exit, its stderr,
+    the limit flags seen meanwhile) and the fix (which then runs the real
+    backupTime fix).
+    """
     account = make_account(btrfs_root)
     with opened(account) as (_directory, home):
         btrfs.set_limit(home, 16 * MIB)
@@ -302,25 +308,50 @@ def test_customer_cannot_write_past_the_quota_while_the_runner_fixes_a_full_acco
 
     def fix(staged: OpenDirectory) -> list[str]:
         # While the runner works on the staged snapshot of the full account, the
-        # customer (another process) uploads 8 MiB more into incoming/.
-        attempt = write_as_customer(incoming / "host" / "more", os.urandom(8 * MIB))
-        flags = qgroup_figure(incoming, 1, "limit_flags")
-        during.append((attempt.returncode, attempt.stderr, flags))
+        # customer (another process) uploads 8 MiB more into incoming/, a new file each time.
+        if len(during) < uploads:
+            target = incoming / "host" / f"more{len(during)}"
+            attempt = write_as_customer(target, os.urandom(8 * MIB))
+            flags = qgroup_figure(incoming, 1, "limit_flags")
+            during.append((attempt.returncode, attempt.stderr, flags))
         return fix_backup_time(staged, MOMENT)
 
+    return account, during, fix
+
+
+def test_customer_cannot_write_past_the_quota_while_the_runner_fixes_a_full_account(
+    btrfs_root: Path,
+) -> None:
+    account, during, fix = full_account_racing_the_runner(btrfs_root, uploads=1)
+    incoming = home_of(account) / "incoming"
     steps = snap(account, fix=fix)
-    assert during, "the fix never ran"
-    for returncode, stderr, flags in during:
-        assert returncode != 0 and b"Disk quota exceeded" in stderr, "wrote past the quota"
-        assert flags & 1, "the limit was off while the runner worked"
-    assert any("raised" in step for step in steps), steps
+    assert len(during) == 1, "the fix never ran"
+    (returncode, stderr, flags) = during[0]
+    assert returncode != 0 and b"Disk quota exceeded" in stderr, "wrote past the quota"
+    assert flags & 1, "the limit was off while the runner worked"
+    assert any("raised by" in step for step in steps), steps
     snapshot = home_of(account) / ".snapshots" / "daily.0"
     assert (snapshot / "host/.sepiola_backup/backupTime").read_text() != "TODAY"
     # at most the raises' headroom past the quota, never the 8 MiB
     referenced = qgroup_figure(incoming, 1, "referenced")
-    assert referenced <= 16 * MIB + MAX_RAISES * HEADROOM < 24 * MIB
+    assert referenced <= 16 * MIB + MAX_RAISES * HEADROOM and referenced < 24 * MIB
     assert qgroup_figure(incoming, 1, "max_referenced") == 16 * MIB
     assert os.listdir(account / STAGING_DIRECTORY) == []
+
+
+def test_customer_racing_every_raise_only_fails_their_own_snapshot(btrfs_root: Path) -> None:
+    account, during, fix = full_account_racing_the_runner(btrfs_root, uploads=MAX_RAISES + 1)
+    incoming = home_of(account) / "incoming"
+    with pytest.raises(WorkError, match=f"still writing.*{MAX_RAISES} raises") as raised:
+        snap(account, fix=fix)
+    assert str(account) in str(raised.value)
+    assert during and all(code != 0 and b"Disk quota exceeded" in err for code, err, _ in during)
+    assert all(flags & 1 for _code, _err, flags in during)
+    # each raise gives at most HEADROOM more: 16 MiB + 3 x 4 MiB, not 16 + 4 x 8
+    assert qgroup_figure(incoming, 1, "referenced") <= 16 * MIB + MAX_RAISES * HEADROOM
+    assert qgroup_figure(incoming, 1, "max_referenced") == 16 * MIB
+    assert os.listdir(home_of(account) / ".snapshots") == []
+    assert "lifted-limit" not in os.listdir(account / STAGING_DIRECTORY)
 
 
 def test_backup_time_walk_of_a_full_account_is_capped(
