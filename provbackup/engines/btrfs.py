@@ -39,6 +39,7 @@ STAGING_DIRECTORY = "snapshot-staging"  # in the account directory, root only
 INCOMING = "incoming"
 SNAPSHOTS = ".snapshots"
 MAX_DELETE_ATTEMPTS = 3
+MAX_NESTED_SUBVOLUMES = 16
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ import pytest
 from btrfs_image import BtrfsImage, customer, subvolume_ids
 
 from provbackup.engines import btrfs, btrfs_ioctl
+from provbackup.engines.btrfs import MAX_NESTED_SUBVOLUMES
 from provbackup.engines.btrfs_snapshot import (
     HEADROOM,
     MAX_RAISES,
@@ -432,6 +433,54 @@ def test_nested_subvolume_is_counted_in_the_quota_at_the_next_snapshot(
     assert qgroup_figure(incoming, 1, "referenced") >= 20 * MIB
     refused = write_as_customer(incoming / "escape" / "b", os.urandom(8 * MIB))
     assert refused.returncode != 0 and b"Disk quota exceeded" in refused.stderr
+
+
+def make_subvolumes_as_customer(incoming: Path, names: list[str]) -> None:
+    """Create each of ``names`` (relative to incoming/) as a subvolume, as the customer."""
+    script = "set -e; " + "; ".join(
+        f"mkdir -p {Path(name).parent}; btrfs subvolume create {name} >/dev/null"
+        for name in names
+    )
+    made = customer(UID, GID, "sh", "-c", script, cwd=incoming)
+    assert made.returncode == 0, made.stderr
+
+
+def test_customer_made_subvolumes_past_the_limit_refuse_the_snapshot(btrfs_root: Path) -> None:
+    account = make_account(btrfs_root)
+    incoming = home_of(account) / "incoming"
+    snapshots = home_of(account) / ".snapshots"
+    write_as_customer(incoming / "host" / "f", b"first")
+    snap(account)
+    # No privilege needed: subvolumes at the top, in a directory, inside each other.
+    names = [f"s{n}" for n in range(MAX_NESTED_SUBVOLUMES)]
+    names += [f"d/s{n}" for n in range(10)] + [f"s0/inner{n}" for n in range(10)]
+    make_subvolumes_as_customer(incoming, names)
+    write_as_customer(incoming / "s1" / "escaped", os.urandom(4 * MIB))
+    with pytest.raises(WorkError) as raised:
+        snap(account)
+    message = str(raised.value)
+    assert str(incoming) in message
+    limit = MAX_NESTED_SUBVOLUMES
+    assert f"more than {limit} subvolumes made inside incoming/ (counting stopped at {limit + 1})" in message
+    # nothing done for the account: no rotation, no new snapshot, nothing adopted
+    assert os.listdir(snapshots) == ["daily.0"]
+    assert (snapshots / "daily.0" / "host" / "f").read_bytes() == b"first"
+    assert qgroup_figure(incoming, 1, "referenced") < 4 * MIB
+    with open_root(incoming) as opened_incoming:
+        assert len(btrfs.nested_subvolumes(opened_incoming, most=5)) == 5
+        assert len(btrfs.nested_subvolumes(opened_incoming)) == len(names)
+    assert os.listdir(account / STAGING_DIRECTORY) == []
+
+
+def test_customer_made_subvolumes_up_to_the_limit_are_adopted(btrfs_root: Path) -> None:
+    account = make_account(btrfs_root)
+    incoming = home_of(account) / "incoming"
+    make_subvolumes_as_customer(incoming, [f"s{n}" for n in range(MAX_NESTED_SUBVOLUMES)])
+    write_as_customer(incoming / "s1" / "counted", os.urandom(4 * MIB))
+    steps = snap(account)
+    assert sum("counted subvolume" in step for step in steps) == MAX_NESTED_SUBVOLUMES
+    assert qgroup_figure(incoming, 1, "referenced") >= 4 * MIB
+    assert os.listdir(home_of(account) / ".snapshots") == ["daily.0"]
 
 
 def test_nested_subvolume_under_simple_quotas_is_limited_at_once(
