@@ -39,6 +39,8 @@ STAGING_DIRECTORY = "snapshot-staging"  # in the account directory, root only
 INCOMING = "incoming"
 SNAPSHOTS = ".snapshots"
 MAX_DELETE_ATTEMPTS = 3
+# Subvolumes a customer may make inside incoming/ before a snapshot run refuses the
+# account (upload clients make none; each one is a qgroup every commit accounts for).
 MAX_NESTED_SUBVOLUMES = 16
 
 
@@ -189,21 +191,25 @@ def _delete_if_subvolume(parent: OpenDirectory, name: str, steps: list[str]) -> 
         steps.append(f"deleted subvolume {parent.path / name}")
 
 
-def nested_subvolumes(incoming: OpenDirectory) -> list[tuple[int, str]]:
+def nested_subvolumes(incoming: OpenDirectory, most: int | None = None) -> list[tuple[int, str]]:
     """Return (id, path below incoming/) of every subvolume inside it, parents first.
 
     Found in the root tree by id, breadth first: no directory a customer
-    controls is opened or walked.
+    controls is opened or walked. With ``most``, stops once that many are
+    found (the search then costs at most that many lookups).
     """
     found: list[tuple[int, str]] = []
     queue = [(kernel.subvolume_id(incoming.fd), "")]
     while queue:
         parent, prefix = queue.pop(0)
-        for child in kernel.child_subvolumes(incoming.fd, parent):
+        left = None if most is None else most - len(found)
+        for child in kernel.child_subvolumes(incoming.fd, parent, left):
             where = kernel.directory_path(incoming.fd, parent, child.directory_inode)
             path = f"{prefix}{where}{child.name}"
             found.append((child.subvolume, path))
             queue.append((child.subvolume, f"{path}/"))
+        if most is not None and len(found) >= most:
+            return found
     return found
 
 
@@ -212,10 +218,19 @@ def adopt_nested(home: OpenDirectory, incoming: OpenDirectory, qgroup: int) -> l
 
     Returns the steps; each one found is logged as a warning: its files are
     in the quota from now on, but not in the snapshots (a snapshot stops at
-    a subvolume boundary).
+    a subvolume boundary). Raises WorkError, having looked no further and
+    changed nothing, when there are more than :data:`MAX_NESTED_SUBVOLUMES`.
     """
+    nested = nested_subvolumes(incoming, most=MAX_NESTED_SUBVOLUMES + 1)
+    if len(nested) > MAX_NESTED_SUBVOLUMES:
+        raise WorkError(
+            f"{incoming.path}: more than {MAX_NESTED_SUBVOLUMES} subvolumes made inside "
+            f"incoming/ (counting stopped at {len(nested)}): no snapshot, existing snapshots "
+            "kept; delete them as root (btrfs subvolume delete; docs/btrfs.md)",
+            return_value=RETURN_FILESYSTEM,
+        )
     steps: list[str] = []
-    for number, path in nested_subvolumes(incoming):
+    for number, path in nested:
         if kernel.assign_qgroup(home.fd, kernel.qgroup_id(0, number), qgroup):
             steps.append(f"counted subvolume {incoming.path / path} in {qgroup_text(qgroup)}")
         logger.warning(
