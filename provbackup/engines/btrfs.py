@@ -79,26 +79,31 @@ def check_backup_root(root: Path) -> Filesystem:
     return Filesystem(uuid, mode)
 
 
-def filesystem_findings(root: Path) -> tuple[list[str], list[str]]:
-    """Return (problems, warnings) about ``root``'s btrfs for ``check``; never raises.
+QUOTA_FEATURES = {"squota": "simple quotas (squota)", "qgroup": "full qgroups"}
+
+
+def filesystem_findings(root: Path) -> tuple[list[str], list[str], list[str]]:
+    """Return (problems, warnings, notes) about ``root``'s btrfs for ``check``; never raises.
 
     A root off btrfs or without quotas is a problem (every snapshot run
     exits 78); qgroup figures marked inconsistent are a warning (usage
-    figures are wrong until ``btrfs quota rescan``).
+    figures are wrong until ``btrfs quota rescan``); the note names the
+    quota feature found: simple quotas (kernel >= 6.7) or full qgroups.
     """
     try:
         with open_root(root) as directory:
             if not kernel.is_btrfs(directory.fd):
-                return [f"btrfs engine: {root} is not on btrfs"], []
+                return [f"btrfs engine: {root} is not on btrfs"], [], []
             uuid = kernel.fsid(directory.fd)
     except (OSError, ProvbackupError, EntryError) as error:
-        return [f"btrfs engine: {error}"], []
-    enabled, _mode, inconsistent = kernel.quota_state(uuid)
+        return [f"btrfs engine: {error}"], [], []
+    enabled, mode, inconsistent = kernel.quota_state(uuid)
     if not enabled:
-        return [f"btrfs engine: quotas are not enabled on {root}"], []
-    if inconsistent:
-        return [], [f"btrfs qgroup figures inconsistent (btrfs quota rescan {root})"]
-    return [], []
+        return [f"btrfs engine: quotas are not enabled on {root}"], [], []
+    warnings = (
+        [f"btrfs qgroup figures inconsistent (btrfs quota rescan {root})"] if inconsistent else []
+    )
+    return [], warnings, [f"btrfs engine: {QUOTA_FEATURES.get(mode, mode)}"]
 
 
 def qgroup_text(qgroup: int) -> str:
@@ -200,7 +205,7 @@ def nested_subvolumes(incoming: OpenDirectory, most: int | None = None) -> list[
     """
     found: list[tuple[int, str]] = []
     queue = [(kernel.subvolume_id(incoming.fd), "")]
-    while queue:
+    while queue and (most is None or len(found) < most):
         parent, prefix = queue.pop(0)
         left = None if most is None else most - len(found)
         for child in kernel.child_subvolumes(incoming.fd, parent, left):
@@ -208,8 +213,6 @@ def nested_subvolumes(incoming: OpenDirectory, most: int | None = None) -> list[
             path = f"{prefix}{where}{child.name}"
             found.append((child.subvolume, path))
             queue.append((child.subvolume, f"{path}/"))
-        if most is not None and len(found) >= most:
-            return found
     return found
 
 

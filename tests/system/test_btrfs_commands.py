@@ -302,3 +302,18 @@ def test_customer_made_subvolumes_past_the_limit_fail_their_account_with_the_rea
     again = run(setup, "snapshot", "daily")
     assert again.code == 0, again.out + again.err
     assert re.search(rf"^done\s+{uid}\s", again.out, re.M)
+
+
+def test_check_names_the_btrfs_quota_feature_it_found(
+    tmp_path: Path, ldap_server, btrfs_root: Path, btrfs_simple_image: BtrfsImage
+) -> None:
+    full = run(btrfs_setup(tmp_path, ldap_server, btrfs_root), "check")
+    assert "btrfs engine: full qgroups" in full.out, full.out
+    assert "simple quotas" not in full.out
+    root = btrfs_simple_image.mount / f"check-{os.getpid()}"
+    root.mkdir()
+    other = tmp_path / "simple"
+    other.mkdir()
+    simple = run(btrfs_setup(other, ldap_server, root), "check")
+    assert "btrfs engine: simple quotas (squota)" in simple.out, simple.out
+    assert "full qgroups" not in simple.out

@@ -438,8 +438,7 @@ def test_nested_subvolume_is_counted_in_the_quota_at_the_next_snapshot(
 def make_subvolumes_as_customer(incoming: Path, names: list[str]) -> None:
     """Create each of ``names`` (relative to incoming/) as a subvolume, as the customer."""
     script = "set -e; " + "; ".join(
-        f"mkdir -p {Path(name).parent}; btrfs subvolume create {name} >/dev/null"
-        for name in names
+        f"mkdir -p {Path(name).parent}; btrfs subvolume create {name} >/dev/null" for name in names
     )
     made = customer(UID, GID, "sh", "-c", script, cwd=incoming)
     assert made.returncode == 0, made.stderr
@@ -461,7 +460,8 @@ def test_customer_made_subvolumes_past_the_limit_refuse_the_snapshot(btrfs_root:
     message = str(raised.value)
     assert str(incoming) in message
     limit = MAX_NESTED_SUBVOLUMES
-    assert f"more than {limit} subvolumes made inside incoming/ (counting stopped at {limit + 1})" in message
+    assert f"more than {limit} subvolumes made inside incoming/" in message
+    assert f"(counting stopped at {limit + 1})" in message  # not the 36 there are
     # nothing done for the account: no rotation, no new snapshot, nothing adopted
     assert os.listdir(snapshots) == ["daily.0"]
     assert (snapshots / "daily.0" / "host" / "f").read_bytes() == b"first"
