@@ -39,9 +39,7 @@ STAGING_DIRECTORY = "snapshot-staging"  # in the account directory, root only
 INCOMING = "incoming"
 SNAPSHOTS = ".snapshots"
 MAX_DELETE_ATTEMPTS = 3
-# Subvolumes a customer may make inside incoming/ before a snapshot run refuses the
-# account (upload clients make none; each one is a qgroup every commit accounts for).
-MAX_NESTED_SUBVOLUMES = 16
+MAX_NESTED_SUBVOLUMES = 16  # customer-made, inside incoming/ (docs/btrfs.md, hazard 5)
 
 
 @dataclass(frozen=True)
@@ -79,9 +77,6 @@ def check_backup_root(root: Path) -> Filesystem:
     return Filesystem(uuid, mode)
 
 
-QUOTA_FEATURES = {"squota": "simple quotas (squota)", "qgroup": "full qgroups"}
-
-
 def filesystem_findings(root: Path) -> tuple[list[str], list[str], list[str]]:
     """Return (problems, warnings, notes) about ``root``'s btrfs for ``check``; never raises.
 
@@ -100,10 +95,11 @@ def filesystem_findings(root: Path) -> tuple[list[str], list[str], list[str]]:
     enabled, mode, inconsistent = kernel.quota_state(uuid)
     if not enabled:
         return [f"btrfs engine: quotas are not enabled on {root}"], [], []
-    warnings = (
-        [f"btrfs qgroup figures inconsistent (btrfs quota rescan {root})"] if inconsistent else []
-    )
-    return [], warnings, [f"btrfs engine: {QUOTA_FEATURES.get(mode, mode)}"]
+    feature = {"squota": "simple quotas (squota)", "qgroup": "full qgroups"}.get(mode, mode)
+    notes = [f"btrfs engine: {feature}"]
+    if inconsistent:
+        return [], [f"btrfs qgroup figures inconsistent (btrfs quota rescan {root})"], notes
+    return [], [], notes
 
 
 def qgroup_text(qgroup: int) -> str:

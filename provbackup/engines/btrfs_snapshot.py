@@ -174,8 +174,9 @@ def _even_when_full(
     headroom; each raise starts from what the account then holds). The old
     limit is written to the staging directory first (outside every account
     qgroup), so a run killed before putting it back has the next one do it
-    (:func:`recover_staging`). Raises the last EDQUOT when the raises did
-    not suffice, or the first one when the qgroup has no limit to raise.
+    (:func:`recover_staging`). Raises WorkError when :data:`MAX_RAISES`
+    raises did not suffice (the customer kept writing), the EDQUOT itself
+    when the qgroup has no limit to raise, any other OSError of ``work``.
     """
     try:
         work()
