@@ -128,7 +128,7 @@ def evaluate_runs(statuses: dict[str, dict[str, Any] | None]) -> tuple[list[str]
 
 def gather(config: Config, now: datetime) -> SnapshotFacts:
     """Collect the snapshot facts for ``check`` (disk walk and status files)."""
-    from provbackup.actions.snapshot import status_path
+    from provbackup.actions.snapshotreport import status_path
     from provbackup.status import read_status
 
     facts = SnapshotFacts()
