@@ -72,8 +72,8 @@ class Engine(Protocol):
     def check_tools(self, config: Config) -> None:
         """Raise ConfigError (78) when a program the snapshots run is not installed."""
 
-    def findings(self, root: Path) -> tuple[list[str], list[str]]:
-        """Return ``check``'s (problems, warnings) about the backup root; never raises."""
+    def findings(self, root: Path) -> tuple[list[str], list[str], list[str]]:
+        """Return ``check``'s (problems, warnings, notes) about the backup root; never raises."""
 
     def plan_quota(
         self, account: Account, verb: Verb, quota_bytes: int | None, config: Config

@@ -35,8 +35,8 @@ class BtrfsEngine:
     def check_tools(self, config: Config) -> None:
         """Nothing: the snapshots are kernel calls."""
 
-    def findings(self, root: Path) -> tuple[list[str], list[str]]:
-        """Off btrfs, quotas off (problems); qgroup figures inconsistent (a warning)."""
+    def findings(self, root: Path) -> tuple[list[str], list[str], list[str]]:
+        """Off btrfs, quotas off (problems); figures inconsistent (a warning); the quota mode."""
         return btrfs.filesystem_findings(root)
 
     def plan_quota(

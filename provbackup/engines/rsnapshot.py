@@ -105,9 +105,9 @@ class RsnapshotEngine:
                 f"{config.source}: [rsnapshot] command: {config.rsnapshot.command!r} not found"
             )
 
-    def findings(self, root: Path) -> tuple[list[str], list[str]]:
+    def findings(self, root: Path) -> tuple[list[str], list[str], list[str]]:
         """Nothing to say about the root."""
-        return [], []
+        return [], [], []
 
     def plan_quota(
         self, account: Account, verb: Verb, quota_bytes: int | None, config: Config

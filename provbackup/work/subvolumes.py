@@ -49,17 +49,19 @@ def _delete_if_subvolume(parent: OpenDirectory, name: str, steps: list[str]) -> 
         steps.append(f"deleted subvolume {parent.path / name}")
 
 
-def nested_subvolumes(incoming: OpenDirectory) -> list[tuple[int, str]]:
+def nested_subvolumes(incoming: OpenDirectory, most: int | None = None) -> list[tuple[int, str]]:
     """Return (id, path below incoming/) of every subvolume inside it, parents first.
 
     Found in the root tree by id, breadth first: no directory a customer
-    controls is opened or walked.
+    controls is opened or walked. With ``most``, stops once that many are
+    found (the search then costs at most that many lookups).
     """
     found: list[tuple[int, str]] = []
     queue = [(kernel.subvolume_id(incoming.fd), "")]
-    while queue:
+    while queue and (most is None or len(found) < most):
         parent, prefix = queue.pop(0)
-        for child in kernel.child_subvolumes(incoming.fd, parent):
+        left = None if most is None else most - len(found)
+        for child in kernel.child_subvolumes(incoming.fd, parent, left):
             where = kernel.directory_path(incoming.fd, parent, child.directory_inode)
             path = f"{prefix}{where}{child.name}"
             found.append((child.subvolume, path))
