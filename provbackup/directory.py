@@ -8,6 +8,8 @@ shown as a placeholder), so an operator can replay it by hand.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import shlex
 import time
@@ -92,6 +94,11 @@ class LdapDirectory:
         self.searches = 0
         self.entries_returned = 0
         self.modifies = 0
+        extra = config.server_attribute
+        known = {name.lower() for name in READ_ATTRIBUTES}
+        self.read_attributes = READ_ATTRIBUTES + (
+            (extra,) if extra and extra.lower() not in known else ()
+        )
 
     def close(self) -> None:
         """Unbind; errors on a dead connection are ignored."""
@@ -112,7 +119,7 @@ class LdapDirectory:
         *,
         base: str | None = None,
         scope: str = "sub",
-        attributes: tuple[str, ...] = READ_ATTRIBUTES,
+        attributes: tuple[str, ...] | None = None,
     ) -> Iterator[LdapEntry]:
         """Yield the entries matching ``search_filter``, fetched page by page.
 
@@ -124,6 +131,7 @@ class LdapDirectory:
         ProvbackupError-derived errors for a refused search.
         """
         base = base or self.config.base_dn
+        attributes = attributes or self.read_attributes
         self.searches += 1
         log.debug("%s", self._ldapsearch_line(search_filter, base, scope, attributes))
         ldap_scope = ldap3.BASE if scope == "base" else ldap3.SUBTREE
@@ -288,3 +296,23 @@ def connect(config: LdapConfig) -> LdapDirectory:
         f"LDAP unavailable after {config.attempts} attempt(s) on "
         f"{', '.join(config.uris)}: {last_error}"
     )
+
+
+@contextlib.contextmanager
+def claim_directory(config: LdapConfig, directory: LdapDirectory) -> Iterator[LdapDirectory]:
+    """The directory every claim and write-back of a run goes to.
+
+    ``directory`` itself unless ``[ldap] claim_uri`` is set; then a second
+    connection to the first claim URI that answers (failing over to the
+    next only when it cannot be bound), closed at the end. Raises
+    LdapUnavailableError when no claim URI can be bound.
+    """
+    if not config.claim_uris:
+        yield directory
+        return
+    writer = connect(dataclasses.replace(config, uris=config.claim_uris))
+    log.debug("claims and write-backs go to %s", writer.uri)
+    try:
+        yield writer
+    finally:
+        writer.close()

@@ -58,7 +58,13 @@ from sandbox.locations import (
     stoney_schema_path,
 )
 from sandbox.processes import SandboxError, free_port
-from sandbox.slapd import DEFAULT_BIND_PASSWORD, DEFAULT_INDEXES, DEFAULT_ROOT_PASSWORD, Slapd
+from sandbox.slapd import (
+    DEFAULT_BIND_PASSWORD,
+    DEFAULT_INDEXES,
+    DEFAULT_ROOT_PASSWORD,
+    Slapd,
+    mirror_pair,
+)
 
 __all__ = [
     "ACCOUNTS_RDNS",
@@ -90,6 +96,7 @@ __all__ = [
     "make_certificate_authority",
     "make_server_certificate",
     "make_unrelated_certificate_authority",
+    "mirror_pair",
     "provbackup_schema_path",
     "stoney_schema_path",
 ]

@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 
-from provbackup import state, work
+from provbackup import locality, state, work
 from provbackup.accountlock import AccountBusyError, account_lock, account_lock_path
 from provbackup.actions.common import Clock
 from provbackup.actions.report import EntryOutcome
@@ -114,15 +114,24 @@ class LostWhileRecording(_Lost):
 class EntryWorker:
     """Claims, works on and writes back one due entry at a time, for one run.
 
-    Takes the configuration, the bound directory, ``dry_run`` and the
-    run's clock. Use as a context manager (it owns the run's work session).
+    Takes the configuration, the bound directory, ``dry_run``, the run's
+    clock and the ``writer`` every claim and write-back goes to (``[ldap]
+    claim_uri``; default ``directory``). Use as a context manager (it owns
+    the run's work session).
     """
 
     def __init__(
-        self, config: Config, directory: LdapDirectory, *, dry_run: bool, clock: Clock
+        self,
+        config: Config,
+        directory: LdapDirectory,
+        *,
+        dry_run: bool,
+        clock: Clock,
+        writer: LdapDirectory | None = None,
     ) -> None:
         self.config = config
         self.directory = directory
+        self.writer = writer or directory
         self.dry_run = dry_run
         self.clock = clock
         self.session = work.WorkSession(config)
@@ -195,7 +204,7 @@ class EntryWorker:
             # Recording 10 over it would repair the entry behind the web shop's back.
             message += f" (not recorded: {RETURN_VALUE} itself is malformed; reported every run)"
         elif not self.dry_run:
-            written = self.directory.modify(entry.dn, state.invalid_changes(request))
+            written = self.writer.modify(entry.dn, state.invalid_changes(request))
             if written.ok:
                 message += f" (recorded as return value {RETURN_INVALID_ENTRY}; reported once)"
             else:
@@ -206,7 +215,12 @@ class EntryWorker:
 
     def _handle(self, item: Due) -> EntryOutcome:
         dn, verb, uid = item.dn, item.verb, item.request.uid
-        claim = self._modify(item, state.claim_changes(item.request), LostWhileClaiming)
+        # An add (or a modify of an account from before) also records this server in the entry.
+        changes = {
+            **state.claim_changes(item.request),
+            **locality.claim_extra(verb, item.entry, self.config),
+        }
+        claim = self._modify(item, changes, LostWhileClaiming)
         if not claim.ok:
             if claim.conflict:
                 log.info("%s: claimed or changed by someone else, skipped", dn)
@@ -241,6 +255,8 @@ class EntryWorker:
         dn, verb = item.dn, item.verb
         assert item.request.date_attribute is not None
         changes = state.finish_changes(verb, item.request.date_attribute, moment)
+        if verb is Verb.DELETE:  # the account is gone: no server holds it any more
+            changes.update(locality.release_changes(item.entry, self.config))
         finish = self._modify(item, changes, LostWhileFinishing)
         if not finish.ok:
             message = f"work done, but writing {verb.done!r} back failed: {finish.message}"
@@ -253,7 +269,7 @@ class EntryWorker:
         dn, verb = item.dn, item.verb
         log.error("%s: %s failed (return value %d): %s", dn, verb, return_value, message)
         try:
-            written = self.directory.modify(dn, state.failure_changes(verb, return_value))
+            written = self.writer.modify(dn, state.failure_changes(verb, return_value))
         except LdapUnavailableError as error:
             raise LostWhileRecording(error, message) from error
         if not written.ok:
@@ -262,7 +278,7 @@ class EntryWorker:
 
     def _modify(self, item: Due, changes: Changes, lost: type[_Lost]) -> ModifyResult:
         try:
-            return self.directory.modify(item.dn, changes)
+            return self.writer.modify(item.dn, changes)
         except LdapUnavailableError as error:
             raise lost(error) from error
 
