@@ -34,6 +34,7 @@ NO_SUCH_OBJECT = 32
 NO_SUCH_ATTRIBUTE = 16
 INSUFFICIENT_ACCESS = 50
 STRONGER_AUTH_REQUIRED = 8  # slapd's answer to an anonymous write
+SYNC_CONTROL = "1.3.6.1.4.1.4203.1.9.1.1"  # RFC 4533: a server running syncprov offers it
 _OPERATIONS = {
     Operation.ADD: ldap3.MODIFY_ADD,
     Operation.DELETE: ldap3.MODIFY_DELETE,
@@ -223,6 +224,36 @@ class LdapDirectory:
         if code != 0:
             log.debug("modify of %s refused: %s", dn, message)
         return ModifyResult(ok=code == 0, code=code, message=message)
+
+    def replication_facts(self) -> tuple[bool, frozenset[str]]:
+        """Whether this server offers syncprov, and the server IDs that wrote its data.
+
+        Reads the root DSE (the sync request control, RFC 4533) and the
+        ``contextCSN`` of the naming context holding the base DN: a
+        multi-provider pair carries one CSN per provider that wrote. Returns
+        (False, empty) for what cannot be read; raises LdapUnavailableError
+        when the server goes away.
+        """
+        try:
+            self.connection.search(
+                "", "(objectClass=*)", ldap3.BASE,
+                attributes=["supportedControl", "namingContexts"],
+            )  # fmt: skip
+            root = self.connection.response[0]["attributes"] if self.connection.response else {}
+            syncprov = SYNC_CONTROL in (root.get("supportedControl") or ())
+            contexts = [ctx for ctx in root.get("namingContexts") or () if is_below(
+                self.config.base_dn, ctx)]  # fmt: skip
+            ids: set[str] = set()
+            for context in contexts:
+                self.connection.search(context, "(objectClass=*)", ldap3.BASE,
+                                       attributes=["contextCSN"])  # fmt: skip
+                for found in self.connection.response or ():
+                    for csn in found.get("attributes", {}).get("contextCSN") or ():
+                        parts = str(csn).split("#")
+                        ids.update(parts[2:3])
+        except ldap_exceptions.LDAPException as error:
+            raise LdapUnavailableError(f"LDAP server {self.uri} failed: {error}") from None
+        return syncprov, frozenset(ids)
 
     def _write_access_hint(self, written: list[str]) -> str:
         """Which attributes the bind DN must be allowed to write, for a refused modify."""

@@ -16,7 +16,10 @@ from provbackup import locality, work
 from provbackup.actions.entrywork import Due
 from provbackup.actions.report import EntryOutcome
 from provbackup.config import Config
+from provbackup.entry import LdapEntry
+from provbackup.errors import EntryError
 from provbackup.model import Outcome
+from provbackup.paths import account_paths
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,19 @@ def locality_of(item: Due, config: Config) -> locality.Locality:
     """
     tree_here = item.account is None or work.account_directory_exists(item.account.paths)
     return locality.holder(item.entry, config, tree_here=tree_here)
+
+
+def held_by(entry: LdapEntry, config: Config) -> locality.Locality:
+    """Who holds ``entry``'s account, for scan and show (read-only; never raises).
+
+    An entry whose uid names no account directory counts as having none here.
+    """
+    try:
+        uid = entry.single("uid")
+        paths = account_paths(config.backup.root, config.backup.layout, uid)
+    except EntryError:
+        return locality.holder(entry, config, tree_here=False)
+    return locality.holder(entry, config, tree_here=work.account_directory_exists(paths))
 
 
 def keep_held(
