@@ -83,8 +83,7 @@ def holder(entry: LdapEntry, config: Config, *, tree_here: bool) -> Locality:
         return Locality(Holder.THIS, f"{where}; its account directory is on this server")
     return Locality(
         Holder.NONE,
-        f"{where} and no account directory on this server ({me}): no server is known to "
-        "hold it",
+        f"{where} and no account directory on this server ({me}): no server is known to hold it",
     )
 
 

@@ -48,9 +48,7 @@ def held_by(entry: LdapEntry, config: Config) -> locality.Locality:
     return locality.holder(entry, config, tree_here=work.account_directory_exists(paths))
 
 
-def keep_held(
-    due: list[Due], config: Config, record: Callable[[EntryOutcome], None]
-) -> list[Due]:
+def keep_held(due: list[Due], config: Config, record: Callable[[EntryOutcome], None]) -> list[Due]:
     """Return the entries of ``due`` this server may claim; report the rest as above."""
     kept: list[Due] = []
     for item in due:

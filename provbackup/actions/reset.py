@@ -51,7 +51,8 @@ def reset(
     (``[ldap] server_attribute`` replaced by ``[backup] server_name``; its
     own explicit flag, so it acts on any status): the operator's decision
     for an account held by no server, or the last step of a move. The
-    write goes to ``[ldap] claim_uri`` where set. Returns the before/after view. Raises LockHeldError (75), UsageError
+    write goes to ``[ldap] claim_uri`` where set. Returns the before/after
+    view. Raises LockHeldError (75), UsageError
     (2: ambiguous uid, no mode to derive, a status reset does not act on
     without ``any_status``), NotFoundError (1), EntriesFailedError (1) when
     the entry changed concurrently.

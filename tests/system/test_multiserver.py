@@ -117,7 +117,10 @@ def test_two_hosts_on_two_providers_work_each_of_200_entries_once_five_times(
         # The web shop writes half the requests to each provider.
         dns = add_accounts(first, uids[::2]) + add_accounts(second, uids[1::2])
         for server in pair:
-            wait_for(lambda server=server: count_requests(server, uids) == 200, "replication")
+            wait_for(
+                lambda server=server, uids=uids: count_requests(server, uids) == 200,
+                "replication",
+            )
         runs = [start(setup) for setup in hosts]  # at the same moment
         for process in runs:
             _, err = process.communicate(timeout=300)
@@ -232,8 +235,8 @@ def test_two_servers_on_one_directory_keep_to_their_own_accounts(
     assert record["server"] == "backup-a"
 
     # A modify of A's account: B never claims it, however often it runs.
-    modify_entry(ldap_server, mine, {"sstProvisioningMode": ["modify"],
-                                     "sstProvisioningState": ["0"], "sstQuota": ["2147483648"]})  # fmt: skip
+    request = {"sstProvisioningMode": ["modify"], "sstProvisioningState": ["0"]}
+    modify_entry(ldap_server, mine, {**request, "sstQuota": ["2147483648"]})
     for _ in range(2):
         assert run(b, "process").code == 0
         assert read_entry(ldap_server, mine)["sstprovisioningmode"] == ["modify"]
@@ -347,6 +350,6 @@ def test_check_warns_about_entries_held_here_that_the_filter_no_longer_selects(
                          filter="(gidNumber=5700001)")  # fmt: skip
     assert "no longer match" not in run(setup, "check").out
     modify_entry(ldap_server, dn, {"gidNumber": ["5700002"]})
-    assert f"no longer match [ldap] filter, so no run works on them: {dn}" in run(
-        setup, "check"
-    ).out
+    assert (
+        f"no longer match [ldap] filter, so no run works on them: {dn}" in run(setup, "check").out
+    )
