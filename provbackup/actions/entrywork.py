@@ -21,6 +21,7 @@ from provbackup import locality, state, work
 from provbackup.accountlock import AccountBusyError, account_lock, account_lock_path
 from provbackup.actions.common import Clock
 from provbackup.actions.report import EntryOutcome
+from provbackup.claimcheck import ClaimVerifier
 from provbackup.config import Config
 from provbackup.directory import LdapDirectory, ModifyResult
 from provbackup.entry import LdapEntry
@@ -132,6 +133,10 @@ class EntryWorker:
         self.config = config
         self.directory = directory
         self.writer = writer or directory
+        # Claims that may fail over (claim_uri lists several): read back before the work.
+        ldap = config.ldap
+        verify = len(ldap.claim_uris) > 1 and ldap.claim_verify_timeout > 0 and not dry_run
+        self.verifier = ClaimVerifier(config, self.writer.uri) if verify else None
         self.dry_run = dry_run
         self.clock = clock
         self.session = work.WorkSession(config)
@@ -141,6 +146,8 @@ class EntryWorker:
 
     def __exit__(self, *exception: object) -> None:
         self.session.close()
+        if self.verifier is not None:
+            self.verifier.__exit__()
 
     def handle(self, item: Due) -> EntryOutcome:
         """Do one entry; returns its outcome.
@@ -235,6 +242,11 @@ class EntryWorker:
             log.error("%s: %s", dn, message)
             return EntryOutcome(dn, uid, verb, Outcome.FAILED, message)
         log.info("%s: %s → %s", dn, item.request.mode, verb.in_progress)
+        unconfirmed = self.verifier.confirm(dn, verb) if self.verifier is not None else None
+        if unconfirmed is not None:
+            # Left in progress without a return value (scan: interrupted): never worked twice.
+            log.error("%s: %s", dn, unconfirmed)
+            return EntryOutcome(dn, uid, verb, Outcome.FAILED, unconfirmed)
         if item.account is None:
             assert item.problem is not None
             return self._fail(item, str(item.problem), item.problem.return_value)

@@ -89,6 +89,9 @@ class LdapConfig:
     claim_uris: tuple[str, ...] = setting(
         (), v.uris, "the provider(s) every claim and write-back goes to, in order", key="claim_uri"
     )
+    claim_verify_timeout: float = setting(
+        5.0, v.non_negative_float, "seconds a claim may take to reach the other claim providers"
+    )
     server_attribute: str = setting(
         "host", v.attribute_name, "the entry attribute naming the server holding it; empty: none"
     )

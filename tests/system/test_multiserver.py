@@ -47,12 +47,12 @@ def wait_for(condition, what: str, timeout: float = 30.0) -> None:
         time.sleep(0.1)
 
 
-def count_requests(server: Slapd, uids: list[str]) -> int:
-    """How many of ``uids`` ``server`` shows as add requests (replication's progress)."""
+def count_requests(server: Slapd, uids: list[str], mode: str = "add") -> int:
+    """How many of ``uids`` ``server`` shows in ``mode`` (replication's progress)."""
     connection = server.connection()
     try:
         found = connection.extend.standard.paged_search(
-            server.accounts_dn, "(sstProvisioningMode=add)", attributes=["uid"], paged_size=500,
+            server.accounts_dn, f"(sstProvisioningMode={mode})", attributes=["uid"], paged_size=500,
             generator=False,
         )  # fmt: skip
         wanted = set(uids)
@@ -152,16 +152,24 @@ def test_two_hosts_on_two_providers_work_each_of_200_entries_once_five_times(
             assert f"server_name = {worked_by[uid]}" in holder.config.read_text()
 
 
-def test_a_claim_provider_killed_mid_run_and_restarted_loses_nothing_and_doubles_nothing(
-    tmp_path: Path, pair: tuple[Slapd, Slapd]
+@pytest.mark.parametrize("failover", [False, True], ids=["restarted", "failover"])
+def test_a_claim_provider_killed_mid_run_loses_nothing_and_doubles_nothing(
+    tmp_path: Path, pair: tuple[Slapd, Slapd], failover: bool
 ) -> None:
+    """Killed (SIGKILL) with both runs busy. ``restarted``: claim_uri = P1; P1 is
+    started again, then the runs go on. ``failover``: claim_uri = P1 P2 (each claim
+    read back from the other before the work); the runs go on at once on P2 alone,
+    then P1 comes back and catches up."""
     first, second = pair
     worked = tmp_path / "worked.log"
-    hosts = [
-        host_setup(tmp_path / name, server, name, worked, claim_uri=first.uri)
-        for name, server in (("backup-a", first), ("backup-b", second))
-    ]
-    uids = [f"53{index:05d}" for index in range(200)]
+    hosts = []
+    for name, own, other in (("backup-a", first, second), ("backup-b", second, first)):
+        if failover:
+            ldap = {"uri": f"{own.uri} {other.uri}", "claim_uri": f"{first.uri} {second.uri}"}
+        else:
+            ldap = {"claim_uri": first.uri}
+        hosts.append(host_setup(tmp_path / name, own, name, worked, **ldap))
+    uids = [f"5{3 + 5 * failover}{index:05d}" for index in range(200)]
     add_accounts(first, uids)
     wait_for(lambda: count_requests(second, uids) == 200, "replication")
     runs = [start(setup) for setup in hosts]
@@ -179,11 +187,20 @@ def test_a_claim_provider_killed_mid_run_and_restarted_loses_nothing_and_doubles
         _, err = process.communicate(timeout=120)
         codes.append(process.returncode)
     assert 69 in codes, "a run lost its claim provider (exit 69)"
-    first.start()  # the same data and ports: it catches up with its peer
     in_hand = [
         uid for setup in hosts for uid, outcome in outcomes(setup) if outcome == "interrupted"
     ]
     assert len(in_hand) <= 2, "at most the entry in hand on each host"
+    if failover:  # on with provider 2 alone, at once
+        runs = [start(setup) for setup in hosts]
+        for process in runs:
+            _, err = process.communicate(timeout=300)
+            assert process.returncode == 0, err
+    first.start()  # the same data and ports: it catches up with its peer
+    wait_for(
+        lambda: count_requests(first, uids, "added") == count_requests(second, uids, "added"),
+        "the providers to agree",
+    )
     # The claims that got through show as interrupted: reset each where it is held,
     # then run both again.
     rows = json.loads(run(hosts[0], "scan", "--json").out)
@@ -353,3 +370,26 @@ def test_check_warns_about_entries_held_here_that_the_filter_no_longer_selects(
     assert (
         f"no longer match [ldap] filter, so no run works on them: {dn}" in run(setup, "check").out
     )
+
+
+def test_a_claim_that_never_reaches_the_other_claim_provider_is_not_worked_on(
+    tmp_path: Path, pair: tuple[Slapd, Slapd], ldap_server: Slapd
+) -> None:
+    first, _ = pair
+    # The "other provider" is a server that never receives the claim (no replication
+    # between them): as a provider that died before replicating it would look.
+    (dn,) = add_accounts(first, ["5900001"])
+    add_accounts(ldap_server, ["5900001"])
+    worked = tmp_path / "worked.log"
+    setup = host_setup(
+        tmp_path / "backup-a", first, "backup-a", worked,
+        claim_uri=f"{first.uri} {ldap_server.uri}", claim_verify_timeout="0.5",
+    )  # fmt: skip
+    result = run(setup, "process")
+    assert result.code == 1
+    assert "did not reach claim provider" in result.out + result.err
+    assert not worked.exists() and not account_dir(setup.root, "5900001").exists()
+    entry = read_entry(first, dn)
+    assert entry["sstprovisioningmode"] == ["adding"] and "sstprovisioningreturnvalue" not in entry
+    rows = json.loads(run(setup, "scan", "--json").out)
+    assert [row["status"] for row in rows if row["uid"] == "5900001"] == ["interrupted"]
