@@ -219,8 +219,11 @@ SCENARIOS: dict[str, tuple[int, str, bool]] = {
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``--runs`` rounds of every scenario, interleaved; write and print the samples."""
-    parser = argparse.ArgumentParser(prog="python -m bench.multiserver", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.multiserver",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--entries", type=int, default=1000, help="due entries per sample [1000]")
     parser.add_argument("--runs", type=int, default=3, help="samples of each scenario [3]")
     parser.add_argument("--only", default="", help="comma-separated scenario names [all]")
@@ -248,8 +251,10 @@ def main(argv: list[str] | None = None) -> int:
                                  f"6{number:02d}", options.entries)  # fmt: skip
                 result["run"] = run + 1
                 samples.append(result)
-                progress(f"{name} #{run + 1}: {result['seconds']} s, "
-                         f"{result['duplicates']} duplicates, {result['failed']} failed")  # fmt: skip
+                progress(
+                    f"{name} #{run + 1}: {result['seconds']} s, "
+                    f"{result['duplicates']} duplicates, {result['failed']} failed"
+                )
                 shutil.rmtree(directory, ignore_errors=True)
                 for server in pair:  # every sample starts with both providers up
                     if not server.is_running():
