@@ -264,6 +264,8 @@ class LdapDirectory:
                 else self.config.date_attribute
             )
             written = [MODE, STATE, date, RETURN_VALUE]
+            if self.config.server_attribute:
+                written.append(self.config.server_attribute)
         who = repr(self.config.bind_dn) if self.config.bind_dn else "an anonymous bind"
         return (
             f"{who} needs write access to {', '.join(written)} below "

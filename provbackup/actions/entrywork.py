@@ -38,6 +38,8 @@ from provbackup.plan import build_plan, describe
 
 log = logging.getLogger(__name__)
 
+OBJECT_CLASS_VIOLATION = 65
+
 
 @dataclass(frozen=True)
 class Due:
@@ -223,10 +225,8 @@ class EntryWorker:
     def _handle(self, item: Due) -> EntryOutcome:
         dn, verb, uid = item.dn, item.verb, item.request.uid
         # An add (or a modify of an account from before) also records this server in the entry.
-        changes = {
-            **state.claim_changes(item.request),
-            **locality.claim_extra(verb, item.entry, self.config),
-        }
+        recorded = locality.claim_extra(verb, item.entry, self.config)
+        changes = {**state.claim_changes(item.request), **recorded}
         claim = self._modify(item, changes, LostWhileClaiming)
         if not claim.ok:
             if claim.conflict:
@@ -239,6 +239,11 @@ class EntryWorker:
             # of a SINGLE-VALUE attribute, say): name the bad attribute and value too.
             if item.problem is not None:
                 message += f"; the entry is invalid: {item.problem}"
+            if recorded and claim.code == OBJECT_CLASS_VIOLATION:
+                message += (
+                    f"; the entry's object classes do not allow {', '.join(recorded)} "
+                    "([ldap] server_attribute): add the account class or set it empty"
+                )
             log.error("%s: %s", dn, message)
             return EntryOutcome(dn, uid, verb, Outcome.FAILED, message)
         log.info("%s: %s → %s", dn, item.request.mode, verb.in_progress)
