@@ -120,13 +120,13 @@ def count_due(server: Slapd, prefix: str) -> int:
         connection.unbind()
 
 
-def load(pair: tuple[Slapd, Slapd], prefix: str, count: int) -> list[str]:
+def load(pair: tuple[Slapd, ...], prefix: str, count: int) -> list[str]:
     """Add ``count`` due add entries (half on each provider); wait until both hold all."""
     uids = [f"{prefix}{index:04d}" for index in range(count)]
     for index, server in enumerate(pair):
         server.add_entries(
             account_entry(uid, base_dn=server.accounts_dn, home_directory=None)
-            for uid in uids[index::2]
+            for uid in uids[index :: len(pair)]
         )
     deadline = time.monotonic() + 120
     while any(count_due(server, prefix) < count for server in pair):
@@ -137,19 +137,22 @@ def load(pair: tuple[Slapd, Slapd], prefix: str, count: int) -> list[str]:
 
 
 def sample(
-    work: Path, pair: tuple[Slapd, Slapd], scenario: str, hosts: int, claim: str,
+    work: Path, pair: tuple[Slapd, ...], scenario: str, hosts: int, claim: str,
     kill: bool, prefix: str, entries: int,
 ) -> dict[str, Any]:  # fmt: skip
     """Run one sample of ``scenario``; returns its counts and wall time."""
-    first, second = pair
-    uids = load(pair, prefix, entries)
+    if claim == "single":  # the reference without replication: one plain slapd
+        pair = (pair[2],) * 2
+    first, second = pair[0], pair[1]
+    uids = load(pair[:1] if claim == "single" else pair[:2], prefix, entries)
     # designated: claim_uri = P1; failover: claim_uri = P1 P2; none: no claim rule.
-    claim_servers = {"designated": [first], "failover": [first, second], "none": []}[claim]
+    claim_servers = {"designated": [first], "failover": [first, second]}.get(claim, [])
     group = []
     for index in range(hosts):
         own = pair[index % 2] if hosts > 1 else first
         other = second if own is first else first
-        group.append(Host(work / f"host{index}", f"host{index}", [own, other], claim_servers))
+        read = [own] if own is other else [own, other]
+        group.append(Host(work / f"host{index}", f"host{index}", read, claim_servers))
     load_at_start = os.getloadavg()[0]
     started = time.monotonic()
     runs = [(host, host.start("process")) for host in group]
@@ -207,6 +210,7 @@ def sample(
 
 
 SCENARIOS: dict[str, tuple[int, str, bool]] = {
+    "1 host, plain slapd (no replication)": (1, "single", False),
     "1 host, 1 provider": (1, "none", False),
     "2 hosts, claim_uri": (2, "designated", False),
     "4 hosts, claim_uri": (4, "designated", False),
@@ -233,12 +237,14 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [name.strip() for name in options.only.split(",") if name.strip()] or list(SCENARIOS)
     work = Path(tempfile.mkdtemp(prefix="provbackup-multiserver-", dir=options.workdir))
     samples: list[dict[str, Any]] = []
-    pair = mirror_pair(work / "ldap", acl=True, indexes=INDEXES)
+    servers = (*mirror_pair(work / "ldap", acl=True, indexes=INDEXES),
+               Slapd(work / "ldap" / "plain", acl=True, indexes=INDEXES))  # fmt: skip
     started = time.monotonic()
     try:
-        for server in pair:
+        for server in servers:
             server.start()
-        pair[0].add_base()
+        servers[0].add_base()
+        servers[2].add_base()
         time.sleep(2)
         number = 0
         for run in range(options.runs):
@@ -247,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                 number += 1
                 directory = work / f"sample{number}"
                 directory.mkdir()
-                result = sample(directory, pair, name, hosts, claim, kill,
+                result = sample(directory, servers, name, hosts, claim, kill,
                                  f"6{number:02d}", options.entries)  # fmt: skip
                 result["run"] = run + 1
                 samples.append(result)
@@ -256,11 +262,11 @@ def main(argv: list[str] | None = None) -> int:
                     f"{result['duplicates']} duplicates, {result['failed']} failed"
                 )
                 shutil.rmtree(directory, ignore_errors=True)
-                for server in pair:  # every sample starts with both providers up
+                for server in servers:  # every sample starts with both providers up
                     if not server.is_running():
                         server.start()
     finally:
-        for server in pair:
+        for server in servers:
             server.stop()
         shutil.rmtree(work, ignore_errors=True)
     document = {
