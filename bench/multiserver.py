@@ -166,13 +166,14 @@ def sample(
     for host, process in runs:
         host.collect(process)
     if kill:
+        in_hand = {host.name: host.interrupted() for host in group}  # the kill's casualties
         runs = [(host, host.start("process")) for host in group]  # provider 1 is down
         for host, process in runs:
             host.collect(process)
         first.start()
         time.sleep(2)  # the restarted provider catches up with its peer
         for host in group:
-            for uid in host.interrupted():
+            for uid in in_hand[host.name] + host.interrupted():
                 subprocess.run(
                     [sys.executable, "-m", "provbackup", "-q", "--config", str(host.config),
                      "reset", "--uid", uid],
@@ -202,6 +203,7 @@ def sample(
         "duplicates": len(duplicates),
         "failed": sum(host.failed for host in group),
         "not_made": entries - len(made),
+        "not_done": entries - len(done),
         "exit_codes": [host.exit_codes for host in group],
         "per_host_done": [len(host.done) for host in group],
         "killed_at_seconds": killed_at,
