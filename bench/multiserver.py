@@ -232,11 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--entries", type=int, default=1000, help="due entries per sample [1000]")
     parser.add_argument("--runs", type=int, default=3, help="samples of each scenario [3]")
-    parser.add_argument("--only", default="", help="comma-separated scenario names [all]")
+    parser.add_argument("--only", default="", help="scenario names separated by semicolons [all]")
     parser.add_argument("--output", type=Path, default=Path("bench-multiserver.json"))
     parser.add_argument("--workdir", type=Path, default=None)
     options = parser.parse_args(argv)
-    chosen = [name.strip() for name in options.only.split(",") if name.strip()] or list(SCENARIOS)
+    chosen = [name.strip() for name in options.only.split(";") if name.strip()] or list(SCENARIOS)
     work = Path(tempfile.mkdtemp(prefix="provbackup-multiserver-", dir=options.workdir))
     samples: list[dict[str, Any]] = []
     servers = (*mirror_pair(work / "ldap", acl=True, indexes=INDEXES),
