@@ -14,11 +14,11 @@ from collections.abc import Callable
 
 from provbackup import locality, work
 from provbackup.actions.entrywork import Due
-from provbackup.actions.report import EntryOutcome
 from provbackup.config import Config
 from provbackup.entry import LdapEntry
 from provbackup.errors import EntryError
 from provbackup.model import Outcome
+from provbackup.outcomes import EntryOutcome
 from provbackup.paths import account_paths
 
 log = logging.getLogger(__name__)
