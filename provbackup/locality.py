@@ -15,6 +15,7 @@ to LDAP or the filesystem.
 from __future__ import annotations
 
 import enum
+import functools
 import socket
 from dataclasses import dataclass
 
@@ -49,7 +50,13 @@ class Locality:
 
 def server_name(config: Config) -> str:
     """This server's name: ``[backup] server_name``, or the host's fully qualified name."""
-    return config.backup.server_name or socket.getfqdn()
+    return config.backup.server_name or _fqdn()
+
+
+@functools.cache
+def _fqdn() -> str:
+    """The host's fully qualified name, looked up once per process (it may ask DNS)."""
+    return socket.getfqdn()
 
 
 def servers_of(entry: LdapEntry, config: Config) -> tuple[str, ...]:
