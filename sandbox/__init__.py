@@ -4,7 +4,9 @@ Not part of the installed product: its own package at the top of the
 checkout, like python-ldap's slapdtest, using the checkout's ``schema/`` and
 ``examples/``. One module per job:
 
-- :mod:`sandbox.slapd`: :class:`Slapd`, the server's life cycle;
+- :mod:`sandbox.slapd`: :class:`Slapd`, the server's life cycle, and
+  :func:`mirror_pair`, two providers replicating each other (syncprov +
+  mirror mode; off by default: one plain server);
   :mod:`sandbox.configuration` writes its ``slapd.conf``,
   :mod:`sandbox.processes` runs and reaps the processes;
 - :mod:`sandbox.acl`: the example ACL ``examples/slapd-acl.conf`` as a sandbox
