@@ -213,6 +213,12 @@ def test_a_claim_provider_killed_mid_run_loses_nothing_and_doubles_nothing(
             == [setup.config.parent.name]
         )  # fmt: skip
         assert run(owner, "reset", "--uid", uid).code == 0
+    # Each host reads its own provider: wait until both show the resets.
+    for server in pair:
+        wait_for(
+            lambda server=server: count_requests(server, interrupted) == len(interrupted),
+            "the resets replicated",
+        )
     runs = [start(setup) for setup in hosts]
     for process in runs:
         _, err = process.communicate(timeout=300)
