@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from provbackup.actions.check import CheckResult, CheckState
+from provbackup.actions.verdict import CheckResult, CheckState
 from provbackup.config import Config
 from provbackup.directory import connect, escape
 from provbackup.errors import ProvbackupError

@@ -37,7 +37,7 @@ from support import (
     write_config,
 )
 
-from provbackup.actions.check import CheckState, evaluate
+from provbackup.actions.verdict import CheckState, evaluate
 from provbackup.lock import lock_holders, run_lock
 from provbackup.state import Status
 from sandbox import Slapd, account_entry
