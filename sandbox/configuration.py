@@ -31,6 +31,41 @@ class ServerSettings:
     indexes: Sequence[str]
     acl: str | None = None
     tls: TlsFiles | None = None
+    replication: Replication | None = None
+
+
+@dataclass(frozen=True)
+class Replication:
+    """One provider's half of a two-provider (mirror mode) pair: its ID and its peer.
+
+    ``server_id`` is this server's ``serverID`` (1..4095), ``peer_uri`` the
+    other provider it replicates from (syncrepl refreshAndPersist, bound as
+    ``bind_dn``/``credentials``, the peer's rootdn). Off by default: a
+    sandbox without it is one plain server, as before.
+    """
+
+    server_id: int
+    peer_uri: str
+    bind_dn: str
+    credentials: str
+
+
+def replication_lines(replication: Replication, suffix: str) -> tuple[list[str], list[str]]:
+    """The global and database lines of ``replication``: serverID, syncrepl, syncprov."""
+    global_lines = [f"serverID {replication.server_id}", "moduleload syncprov"]
+    database_lines = [
+        "",
+        "# a two-provider pair: syncprov for the peer, syncrepl from it, mirror mode",
+        f"syncrepl rid={replication.server_id:03d} provider={replication.peer_uri} "
+        f'bindmethod=simple binddn="{replication.bind_dn}" credentials={replication.credentials} '
+        f'searchbase="{suffix}" type=refreshAndPersist retry="1 +" timeout=3 '
+        "network-timeout=3",
+        "multiprovider on",
+        "index entryCSN,entryUUID eq",
+        "overlay syncprov",
+        "syncprov-checkpoint 100 1",
+    ]
+    return global_lines, database_lines
 
 
 def slapd_conf(settings: ServerSettings) -> str:
@@ -50,6 +85,12 @@ def slapd_conf(settings: ServerSettings) -> str:
         "loglevel none",
         *limits,
     ]
+    replication_database: list[str] = []
+    if settings.replication:
+        replication_global, replication_database = replication_lines(
+            settings.replication, settings.suffix
+        )
+        lines += replication_global
     if settings.tls:
         lines += [
             f"TLSCACertificateFile {settings.tls.ca_certificate}",
@@ -75,4 +116,5 @@ def slapd_conf(settings: ServerSettings) -> str:
     else:
         lines += [*limits, "limits * size=unlimited time=unlimited"]
     lines += [f"index {index}" for index in indexes]
+    lines += replication_database  # the overlay last: what follows it would configure it
     return "\n".join(lines) + "\n"

@@ -23,7 +23,7 @@ from sandbox.certificates import (
     make_unrelated_certificate_authority,
     server_tls_files,
 )
-from sandbox.configuration import ServerSettings, slapd_conf
+from sandbox.configuration import Replication, ServerSettings, slapd_conf
 from sandbox.entries import (
     ACCOUNTS_RDNS,
     BIND_ACCOUNT_RDNS,
@@ -158,6 +158,8 @@ class Slapd:
         self.ca_file: Path | None = self.directory / "tls" / "ca.crt" if tls else None
         self._process: subprocess.Popen[bytes] | None = None
         self._prepared = False
+        # Set by mirror_pair (before the first start): one provider of a replicated pair.
+        self.replication: Replication | None = None
 
     # -- names ---------------------------------------------------------------
 
@@ -241,7 +243,7 @@ class Slapd:
             root_dn=self.root_dn, root_password=self.root_password,
             database_directory=self.database_directory, max_size=self.max_size,
             indexes=self.indexes, acl=self._acl_text,
-            tls=self._server_tls() if self.tls else None,
+            tls=self._server_tls() if self.tls else None, replication=self.replication,
         )  # fmt: skip
         self.config_file.write_text(slapd_conf(settings))
         self._prepared = True
@@ -300,6 +302,14 @@ class Slapd:
             command, self.log_file, probe=(self.uri, self.root_dn, self.root_password),
             timeout=self.start_timeout, die_with_parent=self.die_with_parent,
         )  # fmt: skip
+
+    def kill(self) -> None:
+        """Kill slapd with SIGKILL at once (a crashed provider); the database is kept."""
+        if self._process is None:
+            return
+        self._process.kill()
+        self._process.wait()
+        self._process = None
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop slapd: SIGTERM, wait up to ``timeout`` seconds, then SIGKILL.
@@ -442,3 +452,30 @@ class Slapd:
             return data.delete_below(connection, self.accounts_dn)
         finally:
             connection.unbind()
+
+
+def mirror_pair(directory: str | os.PathLike[str], **options: Any) -> tuple[Slapd, Slapd]:
+    """Describe two providers replicating each other (syncprov + mirror mode); nothing started.
+
+    Each lives in ``<directory>/provider1`` and ``<directory>/provider2`` on
+    fixed free ports, has its own ``serverID`` (1, 2) and a syncrepl
+    (refreshAndPersist, retried every second) from the other, bound as the
+    peer's rootdn. ``options`` go to both :class:`Slapd` (``acl``, ``tls``,
+    ...). Start both (either order), then add the base on one of them: it
+    reaches the other by replication. A write to either reaches the other
+    within milliseconds while both run; a stopped or killed provider
+    catches up when started again (same ports, same data).
+
+    Returns:
+        The two servers, not started.
+    """
+    root = Path(directory)
+    first, second = (
+        Slapd(root / f"provider{number}", port=free_port(), **options) for number in (1, 2)
+    )
+    for number, (server, peer) in enumerate(((first, second), (second, first)), start=1):
+        server.replication = Replication(
+            server_id=number, peer_uri=peer.uri, bind_dn=peer.root_dn,
+            credentials=peer.root_password,
+        )  # fmt: skip
+    return first, second

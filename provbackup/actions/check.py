@@ -86,9 +86,12 @@ def check(config: Config, *, clock: Clock | None = None) -> CheckResult:
         root_problem=root_problem(config.backup.root),
     )
     from provbackup.actions.login import check_login_setup, wants_login_check
+    from provbackup.actions.replication import replication_findings, with_replication
     from provbackup.actions.snapshot_check import gather
 
     result = with_snapshots(result, gather(config, clock()))
+    if counts is not None:  # many servers, one directory: the claim rule, this server's filter
+        result = with_replication(result, replication_findings(quick))
     if not wants_login_check(config):
         return result
     findings = check_login_setup(config)

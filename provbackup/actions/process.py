@@ -22,9 +22,10 @@ from provbackup import state, work
 from provbackup.actions.common import Clock, find_entries, local_today, search_named, utc_now
 from provbackup.actions.conflicts import refuse_shared_ids
 from provbackup.actions.entrywork import Due, EntryInterrupted, EntryWorker
+from provbackup.actions.holding import keep_held
 from provbackup.actions.report import RunReport
 from provbackup.config import Config
-from provbackup.directory import LdapDirectory, connect
+from provbackup.directory import LdapDirectory, claim_directory, connect
 from provbackup.engines import select_engine
 from provbackup.entry import Rules, read_account, read_request
 from provbackup.errors import (
@@ -82,7 +83,10 @@ def process(
     rules = Rules.from_config(config)
     with (
         connect(config.ldap) as directory,
-        EntryWorker(config, directory, dry_run=options.dry_run, clock=clock) as worker,
+        claim_directory(config.ldap, directory) as writer,
+        EntryWorker(
+            config, directory, dry_run=options.dry_run, clock=clock, writer=writer
+        ) as worker,
     ):
         try:
             check_root(config, dry_run=options.dry_run)
@@ -97,7 +101,8 @@ def process(
             report.ldap = {
                 "searches": directory.searches,
                 "entries_returned": directory.entries_returned,
-                "modifies": directory.modifies,
+                "modifies": directory.modifies
+                + (writer.modifies if writer is not directory else 0),
             }
     _set_exit_code(report, stop_requested())
     return report
@@ -112,8 +117,10 @@ def _due(
     worker: EntryWorker,
     record: Callable[[EntryOutcome], None],
 ) -> list[Due]:
-    """The entries this run works on: selected, mass deletes held back, ``--limit`` applied."""
+    """The entries this run works on: selected, held by this server, mass deletes held
+    back, ``--limit`` applied."""
     due = _select(directory, config, options, rules, clock, worker, record)
+    due = keep_held(due, config, record)  # many servers: only what this one holds
     due = _guard_mass_delete(due, config, options.allow_mass_delete, record)
     if options.limit is not None and len(due) > options.limit:
         log.info(
