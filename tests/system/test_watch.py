@@ -1,0 +1,201 @@
+"""``provbackup watch`` against a real slapd with syncprov: orders are worked as they appear.
+
+Each test runs the real follower process (``python -m provbackup watch``);
+the post_* hooks count every work (:func:`watchkit.works`), so "exactly
+once" is counted, not assumed. No test starts a ``process`` run: what is
+worked, the follower worked. No test asserts a time; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from support import modify_entry, run_process
+from watchkit import Proxy, Watcher, add_order, follower_config, mode_of, wait_for, works
+
+from sandbox import Slapd
+
+
+@pytest.fixture(scope="module")
+def sync_slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
+    """A slapd with the syncprov overlay, TLS and the example ACL."""
+    with Slapd(tmp_path_factory.mktemp("sync-slapd"), tls=True, acl=True, syncprov=True) as server:
+        server.add_base()
+        yield server
+
+
+@pytest.fixture
+def sync_server(sync_slapd: Slapd) -> Slapd:
+    """The syncprov slapd, running, with no accounts."""
+    if not sync_slapd.is_running():
+        sync_slapd.start()
+    sync_slapd.add_base()
+    sync_slapd.clear_accounts()
+    return sync_slapd
+
+
+def _stopped(watcher: Watcher) -> None:
+    code = watcher.stop()
+    assert code == 0, watcher.text()
+
+
+def test_an_added_order_is_worked_without_a_timer_run(tmp_path, sync_server):
+    setup = follower_config(tmp_path, sync_server)
+    watcher = Watcher(setup, tmp_path)
+    try:
+        watcher.wait_following()
+        dn = add_order(sync_server, "3800001")
+        wait_for("the order is added", lambda: mode_of(sync_server, dn) == "added")
+    finally:
+        _stopped(watcher)
+    assert works(tmp_path) == {"add 3800001": 1}
+    assert (setup.root / "1" / "001" / "800" / "3800001" / "rsnapshot.conf").is_file()
+    # The batch recorded itself where process's runs do: check and scan read it there.
+    assert setup.status_file.is_file()
+    # A follower stopped by a signal leaves no health file behind (no stale warning).
+    assert not (setup.status_file.parent / "watch.json").exists()
+
+
+def test_a_modify_and_a_delete_order_are_worked(tmp_path, sync_server):
+    setup = follower_config(tmp_path, sync_server)
+    watcher = Watcher(setup, tmp_path)
+    try:
+        watcher.wait_following()
+        dn = add_order(sync_server, "3800002")
+        wait_for("the order is added", lambda: mode_of(sync_server, dn) == "added")
+        modify_entry(sync_server, dn, {"sstProvisioningMode": ["modify"],
+                                       "sstProvisioningState": ["0"]})  # fmt: skip
+        wait_for("the modify is done", lambda: mode_of(sync_server, dn) == "modified")
+        modify_entry(sync_server, dn, {"sstProvisioningMode": ["delete"],
+                                       "sstProvisioningState": ["0"]})  # fmt: skip
+        wait_for("the delete is done", lambda: mode_of(sync_server, dn) == "deleted")
+    finally:
+        _stopped(watcher)
+    assert works(tmp_path) == {"add 3800002": 1, "modify 3800002": 1, "delete 3800002": 1}
+    assert not (setup.root / "2" / "002" / "800" / "3800002").exists()
+
+
+def test_an_order_placed_while_the_follower_is_down_is_worked_when_it_starts(tmp_path, sync_server):
+    setup = follower_config(tmp_path, sync_server)
+    dn = add_order(sync_server, "3800003")
+    watcher = Watcher(setup, tmp_path)
+    try:
+        wait_for("the order is added", lambda: mode_of(sync_server, dn) == "added")
+    finally:
+        _stopped(watcher)
+    assert works(tmp_path) == {"add 3800003": 1}
+
+
+def test_slapd_killed_and_restarted_mid_burst_every_order_is_worked_at_most_once(
+    tmp_path, sync_server
+):
+    setup = follower_config(tmp_path, sync_server)
+    watcher = Watcher(setup, tmp_path)
+    uids = [str(3810000 + number) for number in range(60)]
+    try:
+        watcher.wait_following()
+        dns = [add_order(sync_server, uid) for uid in uids]
+        wait_for("some orders are worked", lambda: len(works(tmp_path)) >= 5)
+        sync_server.kill()
+        sync_server.start()
+        # The follower reconnects (a full refresh) and its batches finish the burst. The one
+        # entry in hand when slapd died may be left in progress (interrupted: it waits for an
+        # operator's reset, as after a process run); every other one is added.
+        wait_for("the burst is worked",
+                 lambda: sum(mode_of(sync_server, dn) == "added" for dn in dns) >= len(dns) - 1)
+        modes = [mode_of(sync_server, dn) for dn in dns]
+    finally:
+        _stopped(watcher)
+    counted = works(tmp_path)
+    assert max(counted.values()) == 1, counted  # nothing worked twice
+    assert sum(mode == "added" for mode in modes) >= len(dns) - 1
+    assert all(mode in ("added", "adding", "add") for mode in modes), modes
+    # Every added entry was worked exactly once; the counts are the hooks' own.
+    for uid, mode in zip(uids, modes, strict=True):
+        if mode == "added":
+            assert counted[f"add {uid}"] == 1, uid
+    assert watcher.text().count("refresh complete") >= 2  # a refresh after the reconnection
+
+
+def test_a_dropped_connection_fails_over_to_the_next_uri(tmp_path, sync_server):
+    first, second = Proxy(sync_server.port), Proxy(sync_server.port)
+    setup = follower_config(tmp_path, sync_server, extra=f"uri = {first.uri} {second.uri}\n")
+    watcher = Watcher(setup, tmp_path)
+    try:
+        watcher.wait_following()
+        assert f"following {first.uri}" in watcher.text()
+        dn = add_order(sync_server, "3800004")
+        wait_for("the first order is added", lambda: mode_of(sync_server, dn) == "added")
+        first.stop()  # the TCP connection ends; the first URI refuses from now on
+        watcher.wait_following(2)
+        assert f"following {second.uri}" in watcher.text()
+        later = add_order(sync_server, "3800005")
+        wait_for("the second order is added", lambda: mode_of(sync_server, later) == "added")
+    finally:
+        _stopped(watcher)
+        second.stop()
+    assert works(tmp_path) == {"add 3800004": 1, "add 3800005": 1}
+
+
+def test_two_followers_work_each_order_exactly_once(tmp_path, sync_server):
+    hosts = [tmp_path / "host1", tmp_path / "host2"]
+    watchers = []
+    for host in hosts:
+        host.mkdir()
+        watchers.append(Watcher(follower_config(host, sync_server), host))
+    uids = [str(3820000 + number) for number in range(30)]
+    try:
+        for watcher in watchers:
+            watcher.wait_following()
+        dns = [add_order(sync_server, uid) for uid in uids]
+        wait_for("every order is added",
+                 lambda: all(mode_of(sync_server, dn) == "added" for dn in dns))  # fmt: skip
+    finally:
+        for watcher in watchers:
+            _stopped(watcher)
+    total = works(hosts[0]) + works(hosts[1])
+    assert total == {f"add {uid}": 1 for uid in uids}
+
+
+def test_the_follower_on_a_consumer_of_a_provider(tmp_path):
+    provider = Slapd(tmp_path / "provider", acl=True, syncprov=True)
+    consumer = Slapd(tmp_path / "consumer", acl=True, consumer_of=provider)
+    with provider:
+        provider.add_base()
+        with consumer:
+            # Writes go to the provider ([ldap] uri), the follower follows the consumer.
+            setup = follower_config(tmp_path, provider, extra=f"uri = {consumer.uri}\n",
+                                    start_tls="no")  # fmt: skip
+            watcher = Watcher(setup, tmp_path)
+            try:
+                watcher.wait_following()
+                assert f"following {consumer.uri}" in watcher.text()
+                dn = add_order(provider, "3800006")
+                wait_for("the order is added", lambda: mode_of(provider, dn) == "added")
+                wait_for("the consumer has it", lambda: mode_of(consumer, dn) == "added")
+            finally:
+                _stopped(watcher)
+    assert works(tmp_path) == {"add 3800006": 1}
+
+
+def test_a_missing_base_is_78_at_start_not_a_loop(tmp_path, sync_server):
+    setup = follower_config(tmp_path, sync_server,
+                            base_dn=f"ou=nowhere,{sync_server.suffix}")  # fmt: skip
+    result = run_process(setup, "watch", timeout=60)
+    assert result.code == 78, result.err
+    assert "ou=nowhere" in result.err
+
+
+def test_a_bad_filter_is_78_at_start(tmp_path, sync_server):
+    setup = follower_config(tmp_path, sync_server, filter="(uid=x")
+    result = run_process(setup, "watch", timeout=60)
+    assert result.code == 78, result.err
+    assert "filter" in result.err
+
+
+def test_a_server_without_syncprov_is_78_at_start(tmp_path, ldap_server):
+    setup = follower_config(tmp_path, ldap_server)
+    result = run_process(setup, "watch", timeout=60)
+    assert result.code == 78, result.err
+    assert "sync search" in result.err
