@@ -160,10 +160,8 @@ class Proxy:
     def stop(self) -> None:
         """Close the listener and every connection (the follower sees its TCP connection end)."""
         self.running = False
-        try:
-            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread; port closed
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):  # wakes the accepting thread; the port is closed
+            self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
         for end in self.sockets:
             with contextlib.suppress(OSError):
