@@ -102,8 +102,10 @@ def test_slapd_killed_and_restarted_mid_burst_every_order_is_worked_at_most_once
         # The follower reconnects (a full refresh) and its batches finish the burst. The one
         # entry in hand when slapd died may be left in progress (interrupted: it waits for an
         # operator's reset, as after a process run); every other one is added.
-        wait_for("the burst is worked",
-                 lambda: sum(mode_of(sync_server, dn) == "added" for dn in dns) >= len(dns) - 1)
+        wait_for(
+            "the burst is worked",
+            lambda: sum(mode_of(sync_server, dn) == "added" for dn in dns) >= len(dns) - 1,
+        )
         modes = [mode_of(sync_server, dn) for dn in dns]
     finally:
         _stopped(watcher)
