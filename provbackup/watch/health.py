@@ -18,9 +18,12 @@ import os
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from provbackup.jsonfile import write_json
+
+if TYPE_CHECKING:
+    from provbackup.actions.check import CheckResult
 
 HEALTH_MODE = 0o644
 
@@ -121,3 +124,26 @@ def read_health(status_file: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return {"pid": None}
     return document if isinstance(document, dict) else {"pid": None}
+
+
+def with_follower(
+    result: CheckResult, document: dict[str, Any] | None, now: datetime
+) -> CheckResult:
+    """Add the follower's health to ``check``'s verdict (nothing without a health file).
+
+    An unhealthy follower (not running, not updating, disconnected for
+    long, due work waiting) turns OK into WARNING: the timer still works.
+    The perfdata gain ``watch_lag`` (seconds, the last batch's).
+    """
+    from provbackup.actions.check import CheckResult, CheckState
+
+    if document is None:
+        return result
+    healthy, text, lag = evaluate_health(document, now)
+    state = result.state
+    if not healthy and state == CheckState.OK:
+        state = CheckState.WARNING
+    perfdata = dict(result.perfdata)
+    if lag is not None:
+        perfdata["watch_lag"] = f"{lag:g}s"
+    return CheckResult(state, f"{result.summary}; {text}", perfdata)

@@ -8,12 +8,19 @@ worked, the follower worked. No test asserts a time; every wait is bounded.
 
 from __future__ import annotations
 
+import json
+import signal
+import threading
 from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from support import modify_entry, run_process
-from watchkit import Proxy, Watcher, add_order, follower_config, mode_of, wait_for, works
+from support import modify_entry, run, run_process
+from watchkit import WAIT, Proxy, Watcher, add_order, follower_config, mode_of, wait_for, works
 
+from provbackup.actions.watch import watch
+from provbackup.cli.process import process_lifecycle
+from provbackup.config import load_config
 from sandbox import Slapd
 
 
@@ -201,3 +208,90 @@ def test_a_server_without_syncprov_is_78_at_start(tmp_path, ldap_server):
     result = run_process(setup, "watch", timeout=60)
     assert result.code == 78, result.err
     assert "sync search" in result.err
+
+
+def test_check_reports_the_followers_health_and_a_dead_follower(tmp_path, sync_server):
+    setup = follower_config(tmp_path, sync_server)
+    before = run(setup, "check")
+    assert "watch:" not in before.out  # no follower, no health file: nothing said
+    watcher = Watcher(setup, tmp_path)
+    try:
+        watcher.wait_following()
+        dn = add_order(sync_server, "3800007")
+        wait_for("the order is added", lambda: mode_of(sync_server, dn) == "added")
+        health = wait_for("a batch in the health file", lambda: _health_with_batch(setup))
+        assert health["connected"] is True and health["uri"] == sync_server.uri
+        result = run(setup, "check")
+        assert result.code == 0, result.out
+        assert f"watch: connected to {sync_server.uri}" in result.out
+        assert "watch_lag=" in result.out
+    finally:
+        watcher.process.kill()  # a crash: the health file stays with a dead PID
+        watcher.process.wait()
+    result = run(setup, "check")
+    assert result.code == 1, result.out
+    assert "is not running" in result.out
+
+
+def _health_with_batch(setup):
+    path = setup.status_file.parent / "watch.json"
+    if not path.exists():
+        return None
+    document = json.loads(path.read_text())
+    return document if document.get("batches") and document.get("lag_seconds") is not None else None
+
+
+def test_sighup_reloads_the_configuration_and_follows_again(tmp_path, sync_server):
+    setup = follower_config(tmp_path, sync_server, filter="(uid=3800008)")
+    watcher = Watcher(setup, tmp_path)
+    try:
+        watcher.wait_following()
+        outside = add_order(sync_server, "3800009")  # outside the filter: left alone
+        inside = add_order(sync_server, "3800008")
+        wait_for("the order inside the filter is added",
+                 lambda: mode_of(sync_server, inside) == "added")  # fmt: skip
+        assert mode_of(sync_server, outside) == "add"
+        text = setup.config.read_text().replace("filter = (uid=3800008)\n", "")
+        setup.config.write_text(text)
+        watcher.process.send_signal(signal.SIGHUP)
+        watcher.wait_following(2)
+        wait_for("the other order is added", lambda: mode_of(sync_server, outside) == "added")
+    finally:
+        _stopped(watcher)
+    assert "configuration reloaded" in watcher.text()
+    assert works(tmp_path) == {"add 3800008": 1, "add 3800009": 1}
+
+
+def test_an_order_scheduled_for_tomorrow_is_worked_at_local_midnight(tmp_path, sync_server):
+    # In process, with a clock the test moves past midnight; the directory and the work
+    # are real. No change reaches the directory at midnight: the new day alone starts it.
+    setup = follower_config(tmp_path, sync_server)
+    tomorrow = (date.today() + timedelta(days=1)).strftime("%Y%m%d")
+    dn = add_order(sync_server, "3800010", date=tomorrow)
+    shift = [timedelta(0)]
+
+    def clock() -> datetime:
+        return datetime.now(UTC) + shift[0]
+
+    config = load_config(setup.config)
+    lifecycle = process_lifecycle(config, wait=5, reload=True)
+    codes = []
+
+    def follow() -> None:
+        with lifecycle.command():
+            codes.append(watch(config, lifecycle, lambda: config, clock=clock))
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    try:
+        # The refresh's batch runs and leaves the scheduled order alone.
+        wait_for("a first batch", lambda: setup.status_file.exists())
+        assert mode_of(sync_server, dn) == "add"
+        midnight = datetime.combine(date.today() + timedelta(days=1), datetime.min.time())
+        shift[0] = midnight.astimezone(UTC) - datetime.now(UTC) + timedelta(seconds=1)
+        wait_for("the order is added after midnight", lambda: mode_of(sync_server, dn) == "added")
+    finally:
+        lifecycle.signals.stop = "SIGTERM"
+        thread.join(timeout=WAIT)
+    assert codes == [0]
+    assert works(tmp_path) == {"add 3800010": 1}
