@@ -295,3 +295,27 @@ def test_an_order_scheduled_for_tomorrow_is_worked_at_local_midnight(tmp_path, s
         thread.join(timeout=WAIT)
     assert codes == [0]
     assert works(tmp_path) == {"add 3800010": 1}
+
+
+def test_sigterm_in_a_batch_finishes_the_entry_in_hand_and_exits_0(tmp_path, sync_server):
+    setup = follower_config(tmp_path, sync_server)
+    watcher = Watcher(setup, tmp_path)
+    uids = [str(3830000 + number) for number in range(40)]
+    try:
+        watcher.wait_following()
+        dns = [add_order(sync_server, uid) for uid in uids]
+        wait_for("a first order is worked", lambda: works(tmp_path))
+    finally:
+        code = watcher.stop()
+    assert code == 0, watcher.text()
+    modes = [mode_of(sync_server, dn) for dn in dns]
+    counted = works(tmp_path)
+    # The entry in hand was finished: none is left in progress, each worked one is added,
+    # the rest is untouched for the timer or the next start.
+    assert "adding" not in modes, modes
+    for uid, mode in zip(uids, modes, strict=True):
+        assert counted[f"add {uid}"] == (1 if mode == "added" else 0), uid
+    if "add" in modes and "stopped by" in watcher.text().split("SIGTERM received")[-1]:
+        # Stopped inside a batch: the status file says so, as for a process run.
+        status = json.loads(setup.status_file.read_text())
+        assert status.get("stopped_by_signal") in ("SIGTERM", None)
