@@ -57,6 +57,9 @@ def scan_table(rows: Iterable[Any]) -> str:
             status += f" ({row.return_value})"
         if row.problem:
             status += f": {row.problem}"
+        held = getattr(row, "held", None)
+        if held and held != "held by this server":
+            status += f" ({held})"
         table.append([row.uid, row.mode, row.date, status, row.dn])
     if not table:
         return "no entries need attention"

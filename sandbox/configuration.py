@@ -32,6 +32,7 @@ class ServerSettings:
     acl: str | None = None
     tls: TlsFiles | None = None
     sync: SyncSettings | None = None
+    replication: Replication | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,40 @@ def sync_lines(sync: SyncSettings, suffix: str) -> tuple[list[str], list[str]]:
     return ["moduleload syncprov"], database_lines
 
 
+@dataclass(frozen=True)
+class Replication:
+    """One provider's half of a two-provider (mirror mode) pair: its ID and its peer.
+
+    ``server_id`` is this server's ``serverID`` (1..4095), ``peer_uri`` the
+    other provider it replicates from (syncrepl refreshAndPersist, bound as
+    ``bind_dn``/``credentials``, the peer's rootdn). Off by default: a
+    sandbox without it is one plain server, as before.
+    """
+
+    server_id: int
+    peer_uri: str
+    bind_dn: str
+    credentials: str
+
+
+def replication_lines(replication: Replication, suffix: str) -> tuple[list[str], list[str]]:
+    """The global and database lines of ``replication``: serverID, syncrepl, syncprov."""
+    global_lines = [f"serverID {replication.server_id}", "moduleload syncprov"]
+    database_lines = [
+        "",
+        "# a two-provider pair: syncprov for the peer, syncrepl from it, mirror mode",
+        f"syncrepl rid={replication.server_id:03d} provider={replication.peer_uri} "
+        f'bindmethod=simple binddn="{replication.bind_dn}" credentials={replication.credentials} '
+        f'searchbase="{suffix}" type=refreshAndPersist retry="1 +" timeout=3 '
+        "network-timeout=3",
+        "multiprovider on",
+        "index entryCSN,entryUUID eq",
+        "overlay syncprov",
+        "syncprov-checkpoint 100 1",
+    ]
+    return global_lines, database_lines
+
+
 def slapd_conf(settings: ServerSettings) -> str:
     """Return the text of ``slapd.conf`` for ``settings``.
 
@@ -83,9 +118,15 @@ def slapd_conf(settings: ServerSettings) -> str:
         *limits,
     ]
     sync_database: list[str] = []
-    if settings.sync:
+    if settings.sync and not settings.replication:  # a mirror-mode provider has syncprov
         sync_global, sync_database = sync_lines(settings.sync, settings.suffix)
         lines += sync_global
+    replication_database: list[str] = []
+    if settings.replication:
+        replication_global, replication_database = replication_lines(
+            settings.replication, settings.suffix
+        )
+        lines += replication_global
     if settings.tls:
         lines += [
             f"TLSCACertificateFile {settings.tls.ca_certificate}",
@@ -111,5 +152,6 @@ def slapd_conf(settings: ServerSettings) -> str:
     else:
         lines += [*limits, "limits * size=unlimited time=unlimited"]
     lines += [f"index {index}" for index in indexes]
-    lines += sync_database  # the overlay last: what follows it would configure it
+    # the overlay last: what follows it would configure it
+    lines += sync_database + replication_database
     return "\n".join(lines) + "\n"

@@ -23,7 +23,7 @@ from sandbox.certificates import (
     make_unrelated_certificate_authority,
     server_tls_files,
 )
-from sandbox.configuration import ServerSettings, SyncSettings, slapd_conf
+from sandbox.configuration import Replication, ServerSettings, SyncSettings, slapd_conf
 from sandbox.entries import (
     ACCOUNTS_RDNS,
     BIND_ACCOUNT_RDNS,
@@ -171,6 +171,8 @@ class Slapd:
             self.sync = SyncSettings(provider.uri, provider.root_dn, provider.root_password)
         elif syncprov:
             self.sync = SyncSettings()
+        # Set by mirror_pair (before the first start): one provider of a replicated pair.
+        self.replication: Replication | None = None
 
     # -- names ---------------------------------------------------------------
 
@@ -254,7 +256,8 @@ class Slapd:
             root_dn=self.root_dn, root_password=self.root_password,
             database_directory=self.database_directory, max_size=self.max_size,
             indexes=self.indexes, acl=self._acl_text,
-            tls=self._server_tls() if self.tls else None, sync=self.sync,
+            tls=self._server_tls() if self.tls else None, replication=self.replication,
+            sync=self.sync,
         )  # fmt: skip
         self.config_file.write_text(slapd_conf(settings))
         self._prepared = True
@@ -463,3 +466,30 @@ class Slapd:
             return data.delete_below(connection, self.accounts_dn)
         finally:
             connection.unbind()
+
+
+def mirror_pair(directory: str | os.PathLike[str], **options: Any) -> tuple[Slapd, Slapd]:
+    """Describe two providers replicating each other (syncprov + mirror mode); nothing started.
+
+    Each lives in ``<directory>/provider1`` and ``<directory>/provider2`` on
+    fixed free ports, has its own ``serverID`` (1, 2) and a syncrepl
+    (refreshAndPersist, retried every second) from the other, bound as the
+    peer's rootdn. ``options`` go to both :class:`Slapd` (``acl``, ``tls``,
+    ...). Start both (either order), then add the base on one of them: it
+    reaches the other by replication. A write to either reaches the other
+    within milliseconds while both run; a stopped or killed provider
+    catches up when started again (same ports, same data).
+
+    Returns:
+        The two servers, not started.
+    """
+    root = Path(directory)
+    first, second = (
+        Slapd(root / f"provider{number}", port=free_port(), **options) for number in (1, 2)
+    )
+    for number, (server, peer) in enumerate(((first, second), (second, first)), start=1):
+        server.replication = Replication(
+            server_id=number, peer_uri=peer.uri, bind_dn=peer.root_dn,
+            credentials=peer.root_password,
+        )  # fmt: skip
+    return first, second

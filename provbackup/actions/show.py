@@ -8,6 +8,7 @@ from typing import Any
 
 from provbackup import state, work
 from provbackup.actions.common import Clock, find_entries, local_today, utc_now
+from provbackup.actions.holding import held_by
 from provbackup.config import Config
 from provbackup.directory import connect
 from provbackup.entry import LdapEntry, read_request
@@ -71,6 +72,9 @@ def _view(entry: LdapEntry, config: Config, today: date, run_active: bool) -> Ac
         server = work.inspect_entry(entry, config)
     except EntryError as error:
         server = {"error": str(error)}
+    # Where the account lives (README 'Many backup servers, one directory').
+    where = held_by(entry, config)
+    server = {"held": f"{where.shown}: {where.reason}", **server}
     return AccountView(entry.dn, provisioning, server)
 
 

@@ -46,7 +46,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -54,6 +54,7 @@ from provbackup.errors import (
     EXIT_FAULT_REPEATED,
     EXIT_SOFTWARE,
     FaultRepeatedError,
+    LockHeldError,
     ProvbackupError,
 )
 
@@ -221,10 +222,12 @@ class RunLifecycle:
         """One batch of work under the run lock; ``report`` is recorded however it ends.
 
         Raises LockHeldError (75) before the block runs when another run
-        holds the lock; re-raises whatever the block raised once the status
-        file records it (``report.exit_code`` and ``error`` set), or
-        FaultRepeatedError (79) from it when it is a fault already
-        reported (``record_faults``). ``report.finished`` is set in every case.
+        holds the lock, or the ProvbackupError of a lock file that cannot
+        be used (recorded as a fault; no status file is written).
+        Re-raises whatever the block raised once the status file records
+        it (``report.exit_code`` and ``error`` set), or FaultRepeatedError
+        (79) from it when it is a fault already reported
+        (``record_faults``). ``report.finished`` is set whenever the block ran.
         """
         from provbackup.lock import run_lock
 
@@ -233,7 +236,15 @@ class RunLifecycle:
             if self.dry_run
             else run_lock(self.files.lock, self.wait, give_up=lambda: self.signals.stop is not None)
         )
-        with lock:
+        with ExitStack() as stack:
+            try:
+                stack.enter_context(lock)
+            except LockHeldError:
+                raise  # another run is busy: no fault, and its record is that run's business
+            except Exception as error:  # the lock file itself (a symlink, no directory)
+                if self.record_faults and not self.dry_run:
+                    self._note_fault(error)
+                raise
             failure: Exception | None = None
             completed = False
             try:

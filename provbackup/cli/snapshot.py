@@ -55,9 +55,9 @@ def snapshot_command(
 
     # SIGTERM (systemctl stop) or SIGINT: no account is started after it, those in hand finish.
     lifecycle = RunLifecycle(config, command_name(interval), dry_run=dry_run)
+    report = SnapshotReport(interval=interval, started=lifecycle.clock(), dry_run=dry_run)
     with lifecycle.command():
         job = prepare(config, interval, dry_run=dry_run, clock=lifecycle.clock)
-        report = SnapshotReport(interval=interval, started=lifecycle.clock(), dry_run=dry_run)
         with lifecycle.batch(report):
             snapshot(
                 job, report, uid=uid, jobs=jobs, on_result=show,

@@ -86,6 +86,15 @@ class LdapConfig:
     retry_delay: float = setting(5.0, v.non_negative_float, "seconds between rounds")
     page_size: int = setting(500, v.integer(1, 100_000), "entries per page of a search")
     date_attribute: str = setting("auto", v.choice(v.DATE_ATTRIBUTES), "name of the date attribute")
+    claim_uris: tuple[str, ...] = setting(
+        (), v.uris, "the provider(s) every claim and write-back goes to, in order", key="claim_uri"
+    )
+    claim_verify_timeout: float = setting(
+        5.0, v.non_negative_float, "seconds a claim may take to reach the other claim providers"
+    )
+    server_attribute: str = setting(
+        "host", v.attribute_name, "the entry attribute naming the server holding it; empty: none"
+    )
 
 
 @dataclass(frozen=True)
@@ -105,6 +114,9 @@ class BackupConfig:
     min_uid: int = setting(1000, v.integer(1, v.MAX_ID), "lowest uidNumber and gidNumber accepted")
     max_uid: int = setting(
         v.MAX_ID, v.integer(1, v.MAX_ID), "highest uidNumber and gidNumber accepted"
+    )
+    server_name: str = setting(
+        "", v.server_name, "this backup server's name (directory, ownership records); empty: FQDN"
     )
 
 

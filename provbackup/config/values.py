@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import shlex
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -39,6 +40,24 @@ def suggest(name: str, choices: Iterable[str]) -> str:
 
 def text(value: str) -> str:
     """Any text, as written."""
+    return value
+
+
+_ATTRIBUTE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,63}")
+_SERVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
+
+
+def attribute_name(value: str) -> str:
+    """An LDAP attribute name (letters, digits, hyphens), or empty for none."""
+    if value and not _ATTRIBUTE_NAME.fullmatch(value):
+        raise ValueError(f"not an LDAP attribute name: {value!r}")
+    return value
+
+
+def server_name(value: str) -> str:
+    """A host name (letters, digits, dots, hyphens, underscores), or empty for the FQDN."""
+    if value and not _SERVER_NAME.fullmatch(value):
+        raise ValueError(f"not a server name (letters, digits, '.', '-', '_'): {value!r}")
     return value
 
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from provbackup.jsonfile import write_json
 
 if TYPE_CHECKING:
-    from provbackup.actions.check import CheckResult
+    from provbackup.actions.verdict import CheckResult
 
 HEALTH_MODE = 0o644
 
@@ -135,7 +135,7 @@ def with_follower(
     long, due work waiting) turns OK into WARNING: the timer still works.
     The perfdata gain ``watch_lag`` (seconds, the last batch's).
     """
-    from provbackup.actions.check import CheckResult, CheckState
+    from provbackup.actions.verdict import CheckResult, CheckState
 
     if document is None:
         return result

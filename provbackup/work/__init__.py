@@ -17,7 +17,7 @@ from __future__ import annotations
 from provbackup.work.apply import apply_plan
 from provbackup.work.hooks import hook_environment, run_hook
 from provbackup.work.inspect import inspect_account, inspect_entry
-from provbackup.work.ownership import check_owner
+from provbackup.work.ownership import account_directory_exists, check_owner
 from provbackup.work.purge import Purge, purge_quarantine
 from provbackup.work.quota import set_quota
 from provbackup.work.rsnapshot import ConfigTester, configtest_file
@@ -27,6 +27,7 @@ __all__ = [
     "ConfigTester",
     "Purge",
     "WorkSession",
+    "account_directory_exists",
     "apply_plan",
     "check_owner",
     "configtest_file",

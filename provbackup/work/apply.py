@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from provbackup.config import Config
 from provbackup.engines import ENGINE_BTRFS, btrfs
 from provbackup.errors import RETURN_FILESYSTEM, EntryError, WorkError
+from provbackup.locality import server_name
 from provbackup.model import ROOT_ID, Verb, timestamp
 from provbackup.paths import (
     QUARANTINE_DIRECTORY,
@@ -77,7 +78,8 @@ def apply_plan(
     steps: list[str] = []
     # Before anything, hooks included: a directory made for another entry is left alone.
     try:
-        record_owner = check_owner(plan.account)
+        server = server_name(config)
+        record_owner = server if check_owner(plan.account, server) else None
     except OSError as error:
         raise WorkError(
             f"{plan.paths.account}: {error.strerror or error}", return_value=RETURN_FILESYSTEM
@@ -115,7 +117,7 @@ def _provision(
     tester: ConfigTester,
     steps: list[str],
     quota_timeout: float,
-    record_owner: bool,
+    record_owner: str | None,
 ) -> None:
     paths = plan.paths
     with contextlib.ExitStack() as stack:
@@ -138,7 +140,7 @@ def _provision(
             if record_owner and spec.path == paths.account:
                 # Recorded before anything is made inside it: a crash leaves no
                 # unrecorded tree with owners in it.
-                write_record(opened[text], plan.account, steps)
+                write_record(opened[text], plan.account, steps, record_owner)
         account = opened[str(paths.account)]
         remove_stale_temporaries(account, steps)
         jail = opened[str(paths.chroot)]

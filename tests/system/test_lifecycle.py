@@ -31,6 +31,7 @@ from provbackup.errors import (
     EXIT_LDAP_UNAVAILABLE,
     EXIT_LOCKED,
     LdapUnavailableError,
+    ProvbackupError,
 )
 from provbackup.lock import lock_holders
 
@@ -164,6 +165,27 @@ def test_a_repeated_fault_ends_the_command_with_79_and_a_clean_batch_clears_it(t
     with clean.command(), clean.batch(report()):
         pass
     assert not fault_file.exists()
+
+
+def test_an_unusable_lock_file_is_a_lasting_fault_too(tmp_path):
+    """As before the lifecycle: a symlink in place of the lock file is refused, and recorded."""
+    config = config_in(tmp_path)
+    config.run.lock_file.parent.mkdir(parents=True)
+    config.run.lock_file.symlink_to(tmp_path / "elsewhere")
+
+    def one_run() -> int:
+        lifecycle = RunLifecycle(config, "process", record_faults=True)
+        batch = report()
+        with lifecycle.command(), lifecycle.batch(batch):
+            raise AssertionError("the block must not run without the lock")
+        return lifecycle.exit_code(batch)
+
+    with pytest.raises(ProvbackupError, match="is a symbolic link"):
+        one_run()
+    assert one_run() == EXIT_FAULT_REPEATED
+    assert json.loads((tmp_path / "state" / "last-fault.json").read_text())["runs"] == 2
+    assert not config.run.status_file.exists()
+    assert not (tmp_path / "elsewhere").exists()
 
 
 def test_a_dry_run_takes_no_lock_and_writes_nothing(tmp_path):
