@@ -80,12 +80,13 @@ class Watcher:
 
     count = 0
 
-    def __init__(self, setup: Setup, directory: Path) -> None:
+    def __init__(self, setup: Setup, directory: Path, **variables: str) -> None:
         Watcher.count += 1
         self.log = directory / f"watch-{Watcher.count}.log"
         environment = {**os.environ, "PYTHONPATH": str(REPOSITORY)}
         environment.pop("PROVBACKUP_CONFIG", None)
         environment.pop("NOTIFY_SOCKET", None)
+        environment.update(variables)
         with self.log.open("wb") as output:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "provbackup", "--config", str(setup.config), "-v",

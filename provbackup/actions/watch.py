@@ -15,7 +15,7 @@ at a time:
 - at local midnight (entries scheduled for the new day), without a change.
 
 A batch that fails as a whole (LDAP gone: 69, a fault: 78/79, the lock
-held by the timer's run: 75) is recorded by the lifecycle as a ``process``
+held by the timer's run for more than 10 s: 75) is recorded by the lifecycle as a ``process``
 run would be and tried again after a backoff. SIGTERM/SIGINT: the entry in
 hand is finished, the loop ends, :func:`watch` returns 0. SIGHUP: the
 configuration is reloaded and the search restarted (a full refresh).
@@ -74,6 +74,8 @@ class _Loop:
         self.events: queue.Queue[Event] = queue.Queue()
         self.follower = Follower(config, self.events)
         self.written = 0.0
+        self.watchdog_seconds: float | None = None
+        self.petted = time.monotonic()
 
     # -- the follower thread -------------------------------------------------
 
@@ -125,6 +127,12 @@ class _Loop:
             self.ready = True
             self.notify("READY=1\nSTATUS=following the directory")
 
+    def pet(self) -> None:
+        """Tell systemd's watchdog the follower lives (the loop, and each entry of a batch)."""
+        if self.watchdog_seconds and time.monotonic() - self.petted >= self.watchdog_seconds / 2:
+            self.notify("WATCHDOG=1")
+            self.petted = time.monotonic()
+
     def write(self) -> None:
         self.written = time.monotonic()
         self.health.write(health_file(self.config.run.status_file), self.clock())
@@ -139,7 +147,8 @@ class _Loop:
         try:
             with self.lifecycle.batch(report):
                 process(self.config, ProcessOptions(), report, clock=self.clock,
-                        stop_requested=self.lifecycle.stop_requested)  # fmt: skip
+                        stop_requested=self.lifecycle.stop_requested,
+                        on_outcome=lambda outcome: self.pet())  # fmt: skip
         except LockHeldError as error:
             log.info("batch postponed: %s", error)
             self._retry(wanted, RETRY_LOCKED)
@@ -182,10 +191,10 @@ def watch(
     refuses the search before it ever worked.
     """
     loop = _Loop(config, lifecycle, clock, notify)
+    loop.watchdog_seconds = watchdog_seconds
     loop.follower.start()
     loop.write()
     today = local_today(clock)
-    petted = time.monotonic()
     try:
         while lifecycle.stop_requested() is None:
             if lifecycle.reload_requested():
@@ -213,9 +222,7 @@ def watch(
                 loop._want(now)
             if loop.pending_since is not None and now >= loop.retry_at and loop.ever_refreshed:
                 loop.batch()
-            if watchdog_seconds and now - petted >= watchdog_seconds / 2:
-                notify("WATCHDOG=1")
-                petted = now
+            loop.pet()
             if now - loop.written >= HEARTBEAT_SECONDS:
                 loop.write()
     finally:

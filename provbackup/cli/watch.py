@@ -16,7 +16,7 @@ from provbackup.cli.options import Settings, pass_settings
 log = logging.getLogger(__name__)
 
 # How long a batch waits for the run lock another run (the timer's process) holds.
-BATCH_LOCK_WAIT = 60.0
+BATCH_LOCK_WAIT = 10.0
 
 
 @click.command("watch")

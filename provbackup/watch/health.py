@@ -102,7 +102,7 @@ def evaluate_health(
     if stale is None or stale > 3 * HEARTBEAT_SECONDS:
         return False, "watch: the follower's health file is not being updated", lag
     if not document.get("connected"):
-        down = _age(document.get("since"), now)
+        down = _age(document.get("since") or document.get("started"), now)
         error = document.get("error") or "not connected"
         if down is None or down > DISCONNECTED_WARNING_SECONDS:
             return False, f"watch: disconnected for {int(down or 0)} s: {error}", lag

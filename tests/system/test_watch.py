@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -315,3 +316,24 @@ def test_sigterm_in_a_batch_finishes_the_entry_in_hand_and_exits_0(tmp_path, syn
     assert "adding" not in modes, modes
     for uid, mode in zip(uids, modes, strict=True):
         assert counted[f"add {uid}"] == (1 if mode == "added" else 0), uid
+
+
+def test_it_tells_systemd_ready_pets_the_watchdog_and_says_stopping(tmp_path, sync_server):
+    setup = follower_config(tmp_path, sync_server)
+    address = str(tmp_path / "notify.socket")
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(address)
+    receiver.settimeout(WAIT)
+    messages: list[str] = []
+    watcher = Watcher(setup, tmp_path, NOTIFY_SOCKET=address, WATCHDOG_USEC="2000000")
+    try:
+        while not any("READY=1" in message for message in messages):
+            messages.append(receiver.recv(4096).decode())
+        while "WATCHDOG=1" not in messages:
+            messages.append(receiver.recv(4096).decode())
+    finally:
+        _stopped(watcher)
+        while "STOPPING=1" not in messages:
+            messages.append(receiver.recv(4096).decode())
+        receiver.close()
+    assert messages[0].startswith("READY=1")
