@@ -22,7 +22,7 @@ from watchkit import WAIT, Proxy, Watcher, add_order, follower_config, mode_of, 
 from provbackup.actions.watch import watch
 from provbackup.cli.process import process_lifecycle
 from provbackup.config import load_config
-from sandbox import Slapd
+from sandbox import Slapd, account_entry
 
 
 @pytest.fixture(scope="module")
@@ -337,3 +337,22 @@ def test_it_tells_systemd_ready_pets_the_watchdog_and_says_stopping(tmp_path, sy
             messages.append(receiver.recv(4096).decode())
         receiver.close()
     assert messages[0].startswith("READY=1")
+
+
+def test_a_burst_is_worked_in_a_few_batches_not_one_per_order(tmp_path, sync_server):
+    setup = follower_config(tmp_path, sync_server)
+    watcher = Watcher(setup, tmp_path)
+    uids = [str(3840000 + number) for number in range(100)]
+    try:
+        watcher.wait_following()
+        entries = [account_entry(uid, base_dn=sync_server.accounts_dn, uid_number=40000 + n,
+                                 gid_number=40000 + n) for n, uid in enumerate(uids)]  # fmt: skip
+        sync_server.add_entries(entries)  # the shop's import: one connection, back to back
+        dns = [dn for dn, _ in entries]
+        wait_for("the burst is added",
+                 lambda: all(mode_of(sync_server, dn) == "added" for dn in dns))  # fmt: skip
+    finally:
+        _stopped(watcher)
+    assert works(tmp_path) == {f"add {uid}": 1 for uid in uids}
+    batches = watcher.text().count("batch finished:")
+    assert 1 <= batches <= len(uids) // 4, batches
