@@ -23,7 +23,7 @@ from sandbox.certificates import (
     make_unrelated_certificate_authority,
     server_tls_files,
 )
-from sandbox.configuration import Replication, ServerSettings, slapd_conf
+from sandbox.configuration import Replication, ServerSettings, SyncSettings, slapd_conf
 from sandbox.entries import (
     ACCOUNTS_RDNS,
     BIND_ACCOUNT_RDNS,
@@ -96,6 +96,8 @@ class Slapd:
         debug_level: str = "none",
         start_timeout: float = 10.0,
         die_with_parent: bool = True,
+        syncprov: bool = False,
+        consumer_of: Slapd | None = None,
     ) -> None:
         """Describe a sandbox; nothing is written or started yet.
 
@@ -124,6 +126,11 @@ class Slapd:
             die_with_parent: have Linux terminate slapd when the thread that
                 started it dies (PR_SET_PDEATHSIG), so a killed test run leaves
                 no server behind. Turn off when starting from a short-lived thread.
+            syncprov: load the syncprov overlay (RFC 4533 content synchronisation,
+                what ``provbackup watch`` follows).
+            consumer_of: make this server a read-only consumer of that provider
+                (syncrepl refreshAndPersist bound as its rootdn), serving sync
+                searches itself (implies ``syncprov``); start the provider first.
 
         Raises:
             FileNotFoundError: a schema file, the example ACL or the slapd program
@@ -158,6 +165,12 @@ class Slapd:
         self.ca_file: Path | None = self.directory / "tls" / "ca.crt" if tls else None
         self._process: subprocess.Popen[bytes] | None = None
         self._prepared = False
+        self.sync: SyncSettings | None = None
+        if consumer_of is not None:
+            provider = consumer_of
+            self.sync = SyncSettings(provider.uri, provider.root_dn, provider.root_password)
+        elif syncprov:
+            self.sync = SyncSettings()
         # Set by mirror_pair (before the first start): one provider of a replicated pair.
         self.replication: Replication | None = None
 
@@ -244,6 +257,7 @@ class Slapd:
             database_directory=self.database_directory, max_size=self.max_size,
             indexes=self.indexes, acl=self._acl_text,
             tls=self._server_tls() if self.tls else None, replication=self.replication,
+            sync=self.sync,
         )  # fmt: skip
         self.config_file.write_text(slapd_conf(settings))
         self._prepared = True

@@ -88,8 +88,10 @@ def check(config: Config, *, clock: Clock | None = None) -> CheckResult:
     from provbackup.actions.login import check_login_setup, wants_login_check
     from provbackup.actions.replication import replication_findings, with_replication
     from provbackup.actions.snapshot_check import gather
+    from provbackup.watch.health import read_health, with_follower
 
     result = with_snapshots(result, gather(config, clock()))
+    result = with_follower(result, read_health(status_file), clock())
     if counts is not None:  # many servers, one directory: the claim rule, this server's filter
         result = with_replication(result, replication_findings(quick))
     if not wants_login_check(config):

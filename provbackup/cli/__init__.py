@@ -7,6 +7,7 @@ from provbackup.cli.reset import reset_command
 from provbackup.cli.scan import scan_command
 from provbackup.cli.show import show_command
 from provbackup.cli.snapshot import snapshot_command
+from provbackup.cli.watch import watch_command
 
 commands = [
     scan_command,
@@ -16,4 +17,5 @@ commands = [
     check_command,
     snapshot_command,
     jail_template_command,
+    watch_command,
 ]

@@ -94,19 +94,24 @@ def process_command(
     return lifecycle.exit_code(report)
 
 
-def process_lifecycle(config: Config, *, dry_run: bool = False, wait: float = 0) -> RunLifecycle:
+def process_lifecycle(
+    config: Config, *, dry_run: bool = False, wait: float = 0, reload: bool = False
+) -> RunLifecycle:
     """The run lifecycle of ``process`` (and of ``watch``'s batches).
 
-    Takes the configuration, whether it is a dry run and how long to wait
-    for the run lock. Returns a :class:`~provbackup.cli.lifecycle.RunLifecycle`
-    on the ``process`` files (``[run] lock_file``, ``status_file``) that
-    records lasting faults (exit 79) and keeps each batch's failure reasons.
+    Takes the configuration, whether it is a dry run, how long to wait
+    for the run lock and whether SIGHUP asks for a reload (``watch``).
+    Returns a :class:`~provbackup.cli.lifecycle.RunLifecycle` on the
+    ``process`` files (``[run] lock_file``, ``status_file``) that records
+    lasting faults (exit 79) and keeps
+    each batch's failure reasons.
     """
     from provbackup.cli.lifecycle import RunLifecycle
 
     return RunLifecycle(
-        config, "process", dry_run=dry_run, wait=wait, record_faults=True, on_recorded=keep_reasons
-    )
+        config, "process", dry_run=dry_run, wait=wait, record_faults=True, reload=reload,
+        on_recorded=keep_reasons,
+    )  # fmt: skip
 
 
 def keep_reasons(report: RunReport, files: RunFiles) -> None:

@@ -25,6 +25,7 @@ from provbackup.config.sections import (
     RunConfig,
     Setting,
     SnapshotConfig,
+    WatchConfig,
     declared_keys,
     known_keys,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "RunConfig",
     "Setting",
     "SnapshotConfig",
+    "WatchConfig",
     "declared_keys",
     "find_config_path",
     "known_keys",

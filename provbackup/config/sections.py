@@ -282,6 +282,21 @@ class HooksConfig:
     timeout: float = setting(300.0, v.positive_float, "seconds a hook may run")
 
 
+@dataclass(frozen=True)
+class WatchConfig:
+    """``[watch]``: the follower (``provbackup watch``): where it follows, how it retries."""
+
+    uris: tuple[str, ...] = setting(
+        (), v.uris, "LDAP URIs the follower follows, tried in order (failover); "
+        "none: [ldap] uri. A local replica with syncprov may be named here while "
+        "[ldap] uri names the provider the batches write to", key="uri",
+    )  # fmt: skip
+    retry_max: float = setting(
+        30.0, v.positive_float, "the longest wait (seconds) between reconnection rounds; "
+        "the first retry is at once, then the wait doubles from 0.5 s up to this",
+    )  # fmt: skip
+
+
 # The sections in file order, each with the dataclass declaring its keys.
 SECTIONS: dict[str, type] = {
     "ldap": LdapConfig,
@@ -295,6 +310,7 @@ SECTIONS: dict[str, type] = {
     "log": LogConfig,
     "mail": MailConfig,
     "hooks": HooksConfig,
+    "watch": WatchConfig,
 }
 
 
@@ -352,3 +368,4 @@ class Config:
     log: LogConfig = LogConfig()
     mail: MailConfig = MailConfig()
     hooks: HooksConfig = HooksConfig()
+    watch: WatchConfig = WatchConfig()

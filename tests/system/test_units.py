@@ -427,3 +427,47 @@ def test_snapshot_venv_drop_in_replaces_exec_start():
     drop_in = unit_settings(UNITS / "provbackup-snapshot@.service.d" / "opt-provbackup.conf")
 
     assert drop_in["ExecStart"] == ["", "/opt/provbackup/bin/provbackup -q snapshot %i"]
+
+
+def test_watch_service_is_a_sandboxed_notify_service_that_restarts_but_not_on_78():
+    service = unit_settings(UNITS / "provbackup-watch.service")
+    process = unit_settings(UNITS / "provbackup.service")
+
+    assert service["Type"] == ["notify"]
+    assert service["ExecStart"] == [f"{INSTALLED_BINARY} -q watch"]
+    assert service["Restart"] == ["on-failure"]
+    assert "78" in words(service, "RestartPreventExitStatus"), "a refused search is not a loop"
+    assert service["WatchdogSec"] and service["NotifyAccess"] == ["main"]
+    assert service["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    # The same batches as provbackup.service: the same sandbox, line for line.
+    for key in ("ProtectSystem", "ReadWritePaths", "RuntimeDirectory", "StateDirectory",
+                "ProtectHome", "PrivateTmp", "NoNewPrivileges", "CapabilityBoundingSet",
+                "RestrictAddressFamilies", "SystemCallFilter", "RestrictSUIDSGID",
+                "ProtectKernelTunables", "ProtectControlGroups"):  # fmt: skip
+        assert service[key] == process[key], key
+    assert service["WantedBy"] == ["multi-user.target"]
+
+
+def test_watch_venv_drop_in_replaces_exec_start():
+    drop_in = unit_settings(UNITS / "provbackup-watch.service.d" / "opt-provbackup.conf")
+
+    assert drop_in["ExecStart"] == ["", "/opt/provbackup/bin/provbackup -q watch"]
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze absent")
+def test_systemd_analyze_verify_accepts_the_watch_service(tmp_path):
+    binary = REPOSITORY / "bin" / "provbackup"
+    units = tmp_path / "units"
+    units.mkdir()
+    service = (UNITS / "provbackup-watch.service").read_text()
+    assert f"ExecStart={INSTALLED_BINARY} " in service
+    (units / "provbackup-watch.service").write_text(
+        service.replace(f"ExecStart={INSTALLED_BINARY} ", f"ExecStart={binary} ")
+    )
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(units / "provbackup-watch.service")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout + result.stderr == "", "no warnings either"
