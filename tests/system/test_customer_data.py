@@ -105,6 +105,7 @@ def test_a_missing_base_dn_skips_the_usage_write_back_and_every_account_is_snaps
     assert base in status["ldap_error"] and "does not exist" in status["ldap_error"]
     assert status["error"] is None, "the run itself did not fail"
     check = run(setup, "check")
+    assert check.code == 2, "the base DN itself is still missing: CRITICAL, as for process"
     assert "last daily snapshot run could not write usage to LDAP: base DN" in check.out
     if how == "deleted":
         return
@@ -117,7 +118,7 @@ def test_a_missing_base_dn_skips_the_usage_write_back_and_every_account_is_snaps
     finally:
         connection.unbind()
     check = run(setup, "check")
-    assert check.out.startswith("WARNING"), check.out
+    assert check.code == 1 and check.out.startswith("PROVBACKUP WARNING"), check.out
     assert "last daily snapshot run could not write usage to LDAP: base DN" in check.out
     assert read_entry(ldap_server, dns["1000301"])["sstbackupsize"] == sizes["1000301"]
     again = run(setup, "snapshot", "daily")
