@@ -189,9 +189,10 @@ def test_dates_that_break_the_parser_leave_that_host_out_and_never_fail_the_acco
         assert len(lines) == 1, (host, result.err)
         (line,) = lines
         assert "account 1000311" in line
-        assert f"incoming/{host}/.sepiola_backup/backupEnded.xml" in line
+        path = home_of(root, "1000311") / "incoming" / host / ".sepiola_backup" / "backupEnded.xml"
+        assert str(path) in line
         assert value[:20] in line, (value[:20], line)
-        assert len(line) < 400, "a giant value is cut in the log"
+        assert len(line) < len(str(path)) + 300, "a giant value is cut in the log"
     assert "host giant-success:" not in result.err
 
 
@@ -314,8 +315,10 @@ def test_doctypes_and_entities_are_refused_in_every_encoding_and_nothing_is_fetc
     assert lines_by_uid(result.out) == {"1000321": "done"}
     entry = read_entry(ldap_server, dns["1000321"])
     assert sorted(entry["sstbackuplastsuccessfulbackup"]) == [
-        f"plain-{codec}:20140102T030405Z"
-        for codec in ("utf-16", "utf-16-be", "utf-16-le", "utf-8-sig")
+        "plain-utf-16-be:20140102T030405Z",
+        "plain-utf-16-le:20140102T030405Z",
+        "plain-utf-16:20140102T030405Z",
+        "plain-utf-8-sig:20140102T030405Z",
     ]
     assert listener.connections == 0, "nothing a file names is ever fetched"
     for host in hostile:
