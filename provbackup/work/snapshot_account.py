@@ -23,6 +23,7 @@ from provbackup.model import Outcome
 from provbackup.paths import AccountPaths
 from provbackup.work.backuptime import fix_backup_time
 from provbackup.work.commands import run_command, tail
+from provbackup.work.remove import Budget
 from provbackup.work.safe import OpenDirectory, open_directory
 from provbackup.work.snapshots import (
     AccountConf,
@@ -180,7 +181,7 @@ def _rsnapshot(
     """
     interval = job.interval
     conf, steps = migrate_layout(account, home, conf, paths)
-    steps += prune(home, conf)
+    steps += prune(home, conf, Budget(job.config.delete.time_budget))
     command = run_command(
         [*job.rsnapshot_argv, "-c", str(paths.rsnapshot_conf), interval],
         timeout=job.config.snapshot.timeout,

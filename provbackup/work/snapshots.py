@@ -11,7 +11,7 @@ planted is followed. The pieces:
   (``daily.N/incoming/<host>``) up one level by rename, and upgrades the
   backup line of the configuration to ``./``.
 - :func:`prune` removes snapshots a lowered retain count or a dropped
-  interval no longer keeps.
+  interval no longer keeps, within a time budget; the next run goes on.
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ from provbackup.errors import RETURN_RSNAPSHOT, UnsafePathError, WorkError
 from provbackup.model import ROOT_ID
 from provbackup.paths import RSNAPSHOT_CONF, AccountPaths
 from provbackup.plan import CONF_MODE
+from provbackup.work.remove import Budget
 from provbackup.work.safe import (
+    OPEN_DIRECTORY_FLAGS,
     OPEN_FILE_FLAGS,
     OpenDirectory,
     lstat_entry,
@@ -264,27 +266,68 @@ def _finish_one(snapshots: OpenDirectory, temporary: str, name: str) -> None:
     os.rename(temporary, name, src_dir_fd=snapshots.fd, dst_dir_fd=snapshots.fd)
 
 
-def prune(home: OpenDirectory, conf: AccountConf) -> list[str]:
+def prune(home: OpenDirectory, conf: AccountConf, budget: Budget | None = None) -> list[str]:
     """Remove the snapshots ``conf`` no longer keeps: ``<interval>.N`` with N >= its count.
 
     A dropped interval keeps none. Each is first renamed to a temporary
-    name (so rsnapshot never sees half of one), then removed without
-    following a symlink; leftovers of a killed run are removed too. Returns
-    the steps done. Raises WorkError when a removal fails.
+    name of its own (so rsnapshot never sees half of one) and made
+    root:root 0700 (so the customer never restores from half of one), then
+    removed without following a symlink within ``budget`` (``[delete]
+    time_budget``; None: no limit). What the budget leaves stays under its
+    temporary name; the next call removes such leftovers first. Returns the
+    steps done (a spent budget is one step, and a warning). Raises
+    WorkError when a removal fails.
     """
     steps: list[str] = []
+    budget = budget or Budget(None)
     counts = conf.counts
+    left: list[str] = []
     with open_directory(home, ".snapshots") as snapshots:
-        for name in os.listdir(snapshots.fd):
+        for name in sorted(os.listdir(snapshots.fd)):
             if name.startswith(PRUNING_PREFIX):
-                remove_tree(snapshots, name)
+                _seal(snapshots, name)  # a killed run of an earlier release may not have
+                if not remove_tree(snapshots, name, budget):
+                    left.append(name)
         for interval, number, name in snapshot_names(snapshots):
             if number < counts.get(interval, 0):
                 continue
-            temporary = PRUNING_PREFIX + name
+            temporary = _pruning_name(snapshots, name)
             os.rename(name, temporary, src_dir_fd=snapshots.fd, dst_dir_fd=snapshots.fd)
-            remove_tree(snapshots, temporary)
+            _seal(snapshots, temporary)
+            done = remove_tree(snapshots, temporary, budget)
+            if not done:
+                left.append(temporary)
             steps.append(
-                f"pruned {snapshots.path / name} (retain {interval} {counts.get(interval, 0)})"
+                f"{'pruned' if done else 'pruning'} {snapshots.path / name} "
+                f"(retain {interval} {counts.get(interval, 0)})"
             )
+        if left:
+            step = (
+                f"[delete] time_budget ({budget.seconds:g} s) spent pruning {snapshots.path}: "
+                f"{', '.join(left)} left for the next run (not a snapshot any more)"
+            )
+            logger.warning("%s", step)
+            steps.append(step)
     return steps
+
+
+def _pruning_name(snapshots: OpenDirectory, name: str) -> str:
+    """A temporary name for pruning ``name`` that no earlier, unfinished prune holds."""
+    temporary, number = PRUNING_PREFIX + name, 0
+    while lstat_entry(snapshots, temporary) is not None:
+        number += 1
+        temporary = f"{PRUNING_PREFIX}{name}.{number}"
+    return temporary
+
+
+def _seal(snapshots: OpenDirectory, name: str) -> None:
+    """Make the directory ``name`` root:root 0700 (not followed; anything else is left)."""
+    try:
+        fd = os.open(name, OPEN_DIRECTORY_FLAGS | os.O_NONBLOCK, dir_fd=snapshots.fd)
+    except OSError:
+        return  # gone, or not a directory: remove_tree takes it as it is
+    try:
+        os.fchown(fd, ROOT_ID, ROOT_ID)
+        os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
