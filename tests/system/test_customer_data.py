@@ -369,9 +369,8 @@ def test_a_prune_out_of_time_budget_is_consistent_and_the_next_run_finishes_it(
     # out of rsnapshot's names and out of the customer's reach.
     assert first.code == 0, first.out + first.err
     assert lines_by_uid(first.out) == {"1000331": "done"}
-    budget_lines = [
-        line for line in first.err.splitlines() if line.startswith("WARNING") and "time_budget" in line
-    ]
+    warnings = [line for line in first.err.splitlines() if line.startswith("WARNING")]
+    budget_lines = [line for line in warnings if "time_budget" in line]
     assert len(budget_lines) == 1, first.err
     assert "daily.5" in budget_lines[0] and "the next run" in budget_lines[0]
     assert (snapshots / "daily.0" / "host1" / "data" / "file.txt").read_bytes() == b"hello"
