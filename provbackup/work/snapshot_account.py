@@ -181,7 +181,7 @@ def _rsnapshot(
     """
     interval = job.interval
     conf, steps = migrate_layout(account, home, conf, paths)
-    steps += prune(home, conf, Budget(job.config.delete.time_budget))
+    steps += prune(account, home, conf, Budget(job.config.delete.time_budget))
     command = run_command(
         [*job.rsnapshot_argv, "-c", str(paths.rsnapshot_conf), interval],
         timeout=job.config.snapshot.timeout,

@@ -21,6 +21,7 @@ import json
 import os
 import socket
 import stat
+import subprocess
 import threading
 from pathlib import Path
 
@@ -361,26 +362,26 @@ def test_a_prune_out_of_time_budget_is_consistent_and_the_next_run_finishes_it(
     provision(ldap_server, setup, "1000331", intervals={"daily": 2, "weekly": 0, "monthly": 0})
     upload(setup.root, "1000331")
     snapshots = home_of(setup.root, "1000331") / ".snapshots"
+    trash = account_dir(setup.root, "1000331") / "snapshot-pruning"
     total = dropped_snapshot(snapshots, "daily.5", 1000331)
 
     first = run(setup, "snapshot", "daily")
 
     # The snapshot is made; the prune says it ran out of time, and what is left is
-    # out of rsnapshot's names and out of the customer's reach.
+    # out of rsnapshot's names and out of the jail, where the customer cannot see it.
     assert first.code == 0, first.out + first.err
     assert lines_by_uid(first.out) == {"1000331": "done"}
     warnings = [line for line in first.err.splitlines() if line.startswith("WARNING")]
     budget_lines = [line for line in warnings if "time_budget" in line]
     assert len(budget_lines) == 1, first.err
-    assert "daily.5" in budget_lines[0] and "the next run" in budget_lines[0]
+    assert f"{trash}/daily.5" in budget_lines[0] and "the next run" in budget_lines[0]
     assert (snapshots / "daily.0" / "host1" / "data" / "file.txt").read_bytes() == b"hello"
-    assert not (snapshots / "daily.5").exists()
-    (left,) = pruning_leftovers(snapshots)
-    remaining = files_below(snapshots / left)
+    assert os.listdir(snapshots) == ["daily.0"], "the customer sees no half snapshot"
+    assert os.listdir(trash) == ["daily.5"]
+    remaining = files_below(trash / "daily.5")
     assert 0 < remaining < total, "progress, within the budget"
-    info = os.lstat(snapshots / left)
+    info = os.lstat(trash)
     assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, 0, 0o700)
-    assert sorted(os.listdir(snapshots)) == sorted(["daily.0", left])
     assert status_of(setup)["exit_code"] == 0
     # Another dropped snapshot of the same name while the first is still being removed.
     dropped_snapshot(snapshots, "daily.5", 1000331)
@@ -388,16 +389,51 @@ def test_a_prune_out_of_time_budget_is_consistent_and_the_next_run_finishes_it(
     second = run(setup, "snapshot", "daily")
 
     assert second.code == 0, second.out + second.err
-    assert (snapshots / "daily.1" / "host1").is_dir()
-    assert not (snapshots / "daily.5").exists()
-    leftovers = pruning_leftovers(snapshots)
-    assert len(leftovers) == 2, leftovers
-    assert files_below(snapshots / left) < remaining, "the next run goes on with the first"
-    # With the default budget the next run finishes both.
+    assert sorted(os.listdir(snapshots)) == ["daily.0", "daily.1"]
+    assert sorted(os.listdir(trash)) == ["daily.5", "daily.5.1"]
+    assert files_below(trash / "daily.5") < remaining, "the next run goes on with the first"
+    # What a killed prune of the first release left in .snapshots, open to the customer.
+    dropped_snapshot(snapshots, ".provbackup-pruning.daily.9", 1000331)
+    # With the default budget the next run finishes all of it.
     setup = write_config(tmp_path, ldap_server)
 
     third = run(setup, "snapshot", "daily")
 
     assert third.code == 0, third.out + third.err
-    assert pruning_leftovers(snapshots) == []
     assert sorted(os.listdir(snapshots)) == ["daily.0", "daily.1"]
+    assert not trash.exists(), "nothing left to remove: the directory goes too"
+    assert "time_budget" not in third.err
+
+
+def test_a_prune_across_filesystems_is_sealed_in_place_and_finished_later(tmp_path, ldap_server):
+    tiny = "[delete]\nquarantine_days = 0\ntime_budget = 0.000001\n"
+    setup = write_config(tmp_path, ldap_server, tiny)
+    provision(ldap_server, setup, "1000341", intervals={"daily": 2, "weekly": 0, "monthly": 0})
+    upload(setup.root, "1000341")
+    snapshots = home_of(setup.root, "1000341") / ".snapshots"
+    info = os.lstat(snapshots)
+    # .snapshots on a filesystem of its own: no rename reaches A/snapshot-pruning.
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(snapshots)],
+                   check=True)  # fmt: skip
+    try:
+        os.chown(snapshots, info.st_uid, info.st_gid)
+        os.chmod(snapshots, stat.S_IMODE(info.st_mode))
+        total = dropped_snapshot(snapshots, "daily.5", 1000341)
+
+        first = run(setup, "snapshot", "daily")
+
+        assert first.code == 0, first.out + first.err
+        assert (snapshots / "daily.0" / "host1").is_dir()
+        assert pruning_leftovers(snapshots) == [".provbackup-pruning.daily.5"]
+        left = snapshots / ".provbackup-pruning.daily.5"
+        status = os.lstat(left)
+        assert (status.st_uid, status.st_gid, stat.S_IMODE(status.st_mode)) == (0, 0, 0o700)
+        assert 0 < files_below(left) < total
+        setup = write_config(tmp_path, ldap_server)
+
+        second = run(setup, "snapshot", "daily")
+
+        assert second.code == 0, second.out + second.err
+        assert sorted(os.listdir(snapshots)) == ["daily.0", "daily.1"]
+    finally:
+        subprocess.run(["umount", str(snapshots)], check=True)
