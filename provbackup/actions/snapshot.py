@@ -3,7 +3,8 @@
 The disk decides which accounts run (an active ``rsnapshot.conf`` that
 retains the interval), not LDAP: with the directory down the snapshots
 still run, and only the usage write-back waits for a later run (exit 69
-once every snapshot is done, so the failure is seen). Up to ``[snapshot]
+once every snapshot is done, so the failure is seen; 78 when the base DN
+is gone: renamed, or hidden by an ACL). Up to ``[snapshot]
 jobs`` accounts at once in worker threads, each under its account lock; the
 command layer runs the whole under a lock per interval (another run of the
 same interval: exit 75) and writes its status file (the run lifecycle,
@@ -173,13 +174,14 @@ def _run(
         if writer is not None:
             report.usage_written, report.usage_refused = writer.written, writer.refused
             report.ldap_error = writer.error
+            report.ldap_exit_code = writer.exit_code or EXIT_LDAP_UNAVAILABLE
     if report.stopped_by_signal:
         # 128 + the signal's number, as process and a shell report it (143 for SIGTERM).
         report.exit_code = SIGNAL_EXIT_BASE + signal.Signals[report.stopped_by_signal].value
     elif any(item.failed for item in report.results):
         report.exit_code = EXIT_ENTRIES_FAILED
     elif report.ldap_error and report.count(DONE):
-        report.exit_code = EXIT_LDAP_UNAVAILABLE
+        report.exit_code = report.ldap_exit_code  # 69, or 78 for a missing base DN
 
 
 def _accounts(

@@ -19,6 +19,7 @@ from typing import Any
 from provbackup.config import INTERVALS, Config
 from provbackup.engines import select_engine
 from provbackup.errors import (
+    EXIT_CONFIG,
     EXIT_ENTRIES_FAILED,
     EXIT_LDAP_UNAVAILABLE,
     EXIT_OK,
@@ -101,8 +102,9 @@ def evaluate_runs(statuses: dict[str, dict[str, Any] | None]) -> tuple[list[str]
 
     Takes interval -> status document (None: never ran, which is fine: the
     interval may not be used; staleness catches a missing timer). Returns
-    (warnings, critical problems): accounts failed or LDAP unavailable
-    for the usage warn; any other non-zero exit (70, 78) is critical.
+    (warnings, critical problems): accounts failed or the usage write-back
+    skipped (LDAP unavailable, 69, or the base DN missing, 78 with
+    ``ldap_error``) warn; any other non-zero exit (70, 78) is critical.
     """
     warnings, problems = [], []
     for interval, status in statuses.items():
@@ -116,8 +118,14 @@ def evaluate_runs(statuses: dict[str, dict[str, Any] | None]) -> tuple[list[str]
         elif code == EXIT_ENTRIES_FAILED:
             failed = int(counts.get("failed", 0)) + int(counts.get("busy", 0))
             warnings.append(f"last {interval} snapshot run: {failed} accounts failed")
-        elif code == EXIT_LDAP_UNAVAILABLE:
-            warnings.append(f"last {interval} snapshot run could not write usage to LDAP")
+        elif code == EXIT_LDAP_UNAVAILABLE or (code == EXIT_CONFIG and status.get("ldap_error")):
+            # The snapshots are made; only the usage write-back was skipped (LDAP down,
+            # or the base DN gone): a warning, with the reason the run recorded.
+            reason = status.get("ldap_error")
+            warnings.append(
+                f"last {interval} snapshot run could not write usage to LDAP"
+                + (f": {reason}" if reason else "")
+            )
         elif code != EXIT_OK:
             reason = status.get("error")
             problems.append(

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from provbackup.actions.snapshot_account import BUSY, DONE, FAILED, SKIPPED, WOULD, AccountResult
-from provbackup.errors import EXIT_OK
+from provbackup.errors import EXIT_CONFIG, EXIT_LDAP_UNAVAILABLE, EXIT_OK
 
 if TYPE_CHECKING:
     from provbackup.config import Config
@@ -55,6 +55,7 @@ class SnapshotReport:
     usage_written: int = 0
     usage_refused: int = 0
     ldap_error: str | None = None
+    ldap_exit_code: int = EXIT_LDAP_UNAVAILABLE
     stopped_by_signal: str | None = None
     advice: tuple[str, ...] = ADVICE
 
@@ -83,7 +84,10 @@ class SnapshotReport:
         if self.usage_refused:
             line += f", refused for {self.usage_refused}"
         if self.ldap_error:
-            line += " (LDAP unavailable: usage not written back)"
+            reason = (
+                "base DN missing" if self.ldap_exit_code == EXIT_CONFIG else "LDAP unavailable"
+            )
+            line += f" ({reason}: usage not written back)"
         if self.stopped_by_signal:
             line += f"; stopped by {self.stopped_by_signal}"
         return line

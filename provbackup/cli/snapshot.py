@@ -37,7 +37,8 @@ def snapshot_command(
     Prints one line per account and a summary, writes the interval's
     status file and the usage figures (LDAP and the jail's usage file);
     exits 1 if an account failed, 75 if another run of INTERVAL is busy,
-    69 if the snapshots are done but LDAP was unavailable for the usage.
+    69 if the snapshots are done but LDAP was unavailable for the usage, 78
+    if the base DN was missing for it.
     """
     from provbackup.actions.snapshot import prepare, snapshot
     from provbackup.actions.snapshotreport import SnapshotReport, command_name

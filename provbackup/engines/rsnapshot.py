@@ -24,6 +24,7 @@ from provbackup.paths import AccountPaths
 from provbackup.plan import AccountPlan
 from provbackup.work.backuptime import fix_backup_time
 from provbackup.work.commands import run_command, tail
+from provbackup.work.remove import Budget
 from provbackup.work.rsnapshot import resolve_command
 from provbackup.work.safe import OpenDirectory, open_directory
 from provbackup.work.usage import Usage
@@ -144,7 +145,7 @@ class RsnapshotEngine:
         """
         interval, home = task.interval, task.home
         conf, steps = migrate_layout(task.account, home, task.conf, task.paths)
-        steps += prune(home, conf)
+        steps += prune(task.account, home, conf, Budget(task.config.delete.time_budget))
         argv = resolve_command(task.config.rsnapshot)
         if argv is None:
             raise WorkError(

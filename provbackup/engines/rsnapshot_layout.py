@@ -8,7 +8,7 @@ planted is followed. The pieces:
   (``daily.N/incoming/<host>``) up one level by rename, and upgrades the
   backup line of the configuration to ``./``.
 - :func:`prune` removes snapshots a lowered retain count or a dropped
-  interval no longer keeps.
+  interval no longer keeps, within a time budget; the next run goes on.
 
 The account's configuration is read by :mod:`provbackup.work.accountconf`.
 """
@@ -16,6 +16,7 @@ The account's configuration is read by :mod:`provbackup.work.accountconf`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -32,9 +33,12 @@ from provbackup.work.accountconf import (
     OLD_DESTINATION,
     AccountConf,
 )
+from provbackup.work.remove import Budget
 from provbackup.work.safe import (
+    OPEN_DIRECTORY_FLAGS,
     OPEN_FILE_FLAGS,
     OpenDirectory,
+    ensure_directory,
     lstat_entry,
     open_directory,
     remove_tree,
@@ -46,6 +50,7 @@ logger = logging.getLogger(__name__)
 SNAPSHOT_NAME = re.compile(r"(?P<interval>hourly|daily|weekly|monthly|yearly)\.(?P<number>\d{1,4})")
 MIGRATING_PREFIX = ".provbackup-migrating."
 PRUNING_PREFIX = ".provbackup-pruning."
+PRUNING_DIRECTORY = "snapshot-pruning"  # in the account directory, root only: what prune removes
 # In the account directory: the old-layout snapshots a migration still has to move.
 PENDING_FILE = "snapshot-layout-pending"
 
@@ -166,27 +171,94 @@ def _finish_one(snapshots: OpenDirectory, temporary: str, name: str) -> None:
     os.rename(temporary, name, src_dir_fd=snapshots.fd, dst_dir_fd=snapshots.fd)
 
 
-def prune(home: OpenDirectory, conf: AccountConf) -> list[str]:
+def prune(
+    account: OpenDirectory, home: OpenDirectory, conf: AccountConf, budget: Budget | None = None
+) -> list[str]:
     """Remove the snapshots ``conf`` no longer keeps: ``<interval>.N`` with N >= its count.
 
-    A dropped interval keeps none. Each is first renamed to a temporary
-    name (so rsnapshot never sees half of one), then removed without
-    following a symlink; leftovers of a killed run are removed too. Returns
-    the steps done. Raises WorkError when a removal fails.
+    A dropped interval keeps none. Each is first moved by a rename into
+    ``A/snapshot-pruning`` (root:root 0700, outside the jail), so neither
+    rsnapshot nor the customer ever sees half of one (where that is another
+    filesystem: renamed to ``.snapshots/.provbackup-pruning.<name>`` and
+    made root:root 0700). It is removed without following a symlink within
+    ``budget`` (``[delete] time_budget``; None: no limit); what the budget
+    leaves waits there, and the next call removes it first. Returns the
+    steps done (a spent budget is a step and a warning). Raises WorkError
+    when a removal fails.
     """
     steps: list[str] = []
+    budget = budget or Budget(None)
     counts = conf.counts
+    left: list[str] = []
     with open_directory(home, ".snapshots") as snapshots:
-        for name in os.listdir(snapshots.fd):
-            if name.startswith(PRUNING_PREFIX):
-                remove_tree(snapshots, name)
-        for interval, number, name in snapshot_names(snapshots):
-            if number < counts.get(interval, 0):
-                continue
-            temporary = PRUNING_PREFIX + name
-            os.rename(name, temporary, src_dir_fd=snapshots.fd, dst_dir_fd=snapshots.fd)
-            remove_tree(snapshots, temporary)
-            steps.append(
-                f"pruned {snapshots.path / name} (retain {interval} {counts.get(interval, 0)})"
+        doomed = [(interval, name) for interval, number, name in snapshot_names(snapshots)
+                  if number >= counts.get(interval, 0)]  # fmt: skip
+        old = sorted(name for name in os.listdir(snapshots.fd) if name.startswith(PRUNING_PREFIX))
+        if not doomed and not old and lstat_entry(account, PRUNING_DIRECTORY) is None:
+            return steps
+        with ensure_directory(account, PRUNING_DIRECTORY, ROOT_ID, ROOT_ID, 0o700, steps) as trash:
+            for name in old:  # left in .snapshots by an earlier release (or across filesystems)
+                _seal(snapshots, name)
+            waiting = [(snapshots, name) for name in old]
+            for parent, name in waiting + [(trash, name) for name in sorted(os.listdir(trash.fd))]:
+                if not remove_tree(parent, name, budget):
+                    left.append(str(parent.path / name))
+            for interval, name in doomed:
+                parent, temporary = _move_out(snapshots, trash, name)
+                done = remove_tree(parent, temporary, budget)
+                if not done:
+                    left.append(str(parent.path / temporary))
+                steps.append(
+                    f"{'pruned' if done else 'pruning'} {snapshots.path / name} "
+                    f"(retain {interval} {counts.get(interval, 0)})"
+                )
+        if left:
+            step = (
+                f"[delete] time_budget ({budget.seconds:g} s) spent pruning snapshots: "
+                f"{', '.join(left)} left for the next run"
             )
+            logger.warning("%s", step)
+            steps.append(step)
+        else:
+            with contextlib.suppress(OSError):
+                os.rmdir(PRUNING_DIRECTORY, dir_fd=account.fd)
     return steps
+
+
+def _move_out(
+    snapshots: OpenDirectory, trash: OpenDirectory, name: str
+) -> tuple[OpenDirectory, str]:
+    """Rename snapshot ``name`` into ``trash`` (across filesystems: in place, sealed); say where."""
+    temporary = _free_name(trash, name)
+    try:
+        os.rename(name, temporary, src_dir_fd=snapshots.fd, dst_dir_fd=trash.fd)
+        return trash, temporary
+    except OSError as error:
+        if error.errno != errno.EXDEV:
+            raise
+    temporary = _free_name(snapshots, PRUNING_PREFIX + name)
+    os.rename(name, temporary, src_dir_fd=snapshots.fd, dst_dir_fd=snapshots.fd)
+    _seal(snapshots, temporary)
+    return snapshots, temporary
+
+
+def _free_name(parent: OpenDirectory, name: str) -> str:
+    """``name``, or ``name.N`` where an unfinished removal holds it already."""
+    free, number = name, 0
+    while lstat_entry(parent, free) is not None:
+        number += 1
+        free = f"{name}.{number}"
+    return free
+
+
+def _seal(parent: OpenDirectory, name: str) -> None:
+    """Make the directory ``name`` root:root 0700 (not followed; anything else is left)."""
+    try:
+        fd = os.open(name, OPEN_DIRECTORY_FLAGS | os.O_NONBLOCK, dir_fd=parent.fd)
+    except OSError:
+        return  # gone, or not a directory: remove_tree takes it as it is
+    try:
+        os.fchown(fd, ROOT_ID, ROOT_ID)
+        os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)

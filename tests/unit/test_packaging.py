@@ -19,6 +19,7 @@ DEBIAN = REPOSITORY / "debian"
 # Debian's package for each install_requires name.
 DEBIAN_PACKAGES = {
     "click": "python3-click",
+    "defusedxml": "python3-defusedxml",
     "ldap3": "python3-ldap3",
     "tabulate": "python3-tabulate",
 }
