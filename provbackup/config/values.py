@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import shlex
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -222,6 +223,23 @@ def quota_template(value: str) -> tuple[str, ...]:
                 f"bad placeholder {error} in {word!r}; known: "
                 + ", ".join("{" + name + "}" for name in QUOTA_PLACEHOLDERS)
             ) from None
+    return words
+
+
+def language_tag(value: str) -> str:
+    """A language tag of two or three lower-case letters (``en``, ``de``)."""
+    if not re.fullmatch(r"[a-z]{2,3}", value):
+        raise ValueError(f"{value!r} is not a language tag of 2 or 3 lower-case letters")
+    return value
+
+
+def sms_template(value: str) -> tuple[str, ...]:
+    """A command whose words may hold ``{number}`` (replaced by the customer's number)."""
+    words = command(value)
+    for word in words:
+        rest = word.replace("{number}", "")
+        if "{" in rest or "}" in rest:
+            raise ValueError(f"bad placeholder in {word!r}; known: {{number}}")
     return words
 
 
