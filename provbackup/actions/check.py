@@ -271,6 +271,9 @@ def check(config: Config, *, clock: Clock | None = None) -> CheckResult:
     from provbackup.actions.snapshot_check import gather
 
     result = with_snapshots(result, gather(config, clock()))
+    from provbackup.actions.notify_check import with_notify
+
+    result = with_notify(result, config)
     if not wants_login_check(config):
         return result
     findings = check_login_setup(config)

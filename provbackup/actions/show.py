@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
@@ -23,10 +23,12 @@ class AccountView:
     dn: str
     provisioning: dict[str, Any]
     server: dict[str, Any]
+    warnings: dict[str, Any] = field(default_factory=dict)  # customer warnings (notify)
 
     def as_dict(self) -> dict[str, Any]:
         """The view as JSON-ready values."""
-        return {"dn": self.dn, "provisioning": self.provisioning, "server": self.server}
+        return {"dn": self.dn, "provisioning": self.provisioning, "server": self.server,
+                "warnings": self.warnings}  # fmt: skip
 
 
 def show(
@@ -71,7 +73,9 @@ def _view(entry: LdapEntry, config: Config, today: date, run_active: bool) -> Ac
         server = work.inspect_entry(entry, config)
     except EntryError as error:
         server = {"error": str(error)}
-    return AccountView(entry.dn, provisioning, server)
+    from provbackup.customer.view import warnings_view
+
+    return AccountView(entry.dn, provisioning, server, warnings_view(entry, request.uid, config))
 
 
 def _one(entry: LdapEntry, name: str) -> str | None:

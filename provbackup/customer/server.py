@@ -28,9 +28,7 @@ MIN_FAILED = 3
 DAILY_PERIOD = timedelta(days=1)
 
 
-def server_fault(
-    status: Mapping[str, Any] | None, now: datetime, slack_seconds: int
-) -> str | None:
+def server_fault(status: Mapping[str, Any] | None, now: datetime, slack_seconds: int) -> str | None:
     """Why the last daily snapshot run cannot be trusted, or None when it can.
 
     Takes the daily run's status document (None: no status file), the aware
