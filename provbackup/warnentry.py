@@ -189,7 +189,8 @@ def _mail(entry: LdapEntry) -> str:
 
 
 def _phone(entry: LdapEntry) -> str:
-    values = entry.values("mobileTelephoneNumber")
+    # slapd answers with the attribute's first name, "mobile" (RFC 4524), whatever was asked.
+    values = entry.values("mobile") or entry.values("mobileTelephoneNumber")
     if len(values) != 1:
         reason = "is missing" if not values else "several numbers"
         raise InvalidEntryError(

@@ -18,6 +18,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from provbackup.actions.common import Clock, search_named, utc_now
 from provbackup.config import Config
@@ -123,9 +124,9 @@ class NotifyReport:
         }  # fmt: skip
 
 
-def notify_status_path(config: Config) -> str:
+def notify_status_path(config: Config) -> Path:
     """The status file of notify runs, beside ``[run] status_file``."""
-    return str(config.run.status_file.with_name("status-notify.json"))
+    return config.run.status_file.with_name("status-notify.json")
 
 
 def notify(

@@ -10,7 +10,6 @@ ran (it may not be used).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from provbackup.errors import EXIT_ENTRIES_FAILED, EXIT_OK
@@ -47,7 +46,7 @@ def with_notify(result: CheckResult, config: Config) -> CheckResult:
     from provbackup.actions.notify import notify_status_path
     from provbackup.status import read_status
 
-    critical, warnings = notify_findings(read_status(Path(notify_status_path(config))))
+    critical, warnings = notify_findings(read_status(notify_status_path(config)))
     if not critical and not warnings:
         return result
     state = result.state

@@ -13,7 +13,6 @@ import json
 import logging
 import socket
 from contextlib import nullcontext
-from pathlib import Path
 
 import click
 
@@ -56,11 +55,11 @@ def notify_command(settings: Settings, dry_run: bool, uid: str | None, as_json: 
                 else:
                     failed.exit_code = EXIT_SOFTWARE
                     failed.error = f"internal error: {type(error).__name__}: {error}"
-                write_status(Path(notify_status_path(config)), failed.to_status(hostname))
+                write_status(notify_status_path(config), failed.to_status(hostname))
             raise
         report.finished = utc_now()
         if not dry_run:
-            write_status(Path(notify_status_path(config)), report.to_status(hostname))
+            write_status(notify_status_path(config), report.to_status(hostname))
             if report.failed:
                 from provbackup.notify import send_failure_mail
 
