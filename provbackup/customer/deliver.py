@@ -47,8 +47,8 @@ def build_mail(config: Config, message: Outgoing, hostname: str) -> EmailMessage
     mail["Date"] = formatdate(localtime=True)
     mail["Message-ID"] = make_msgid("provbackup-notify", domain=hostname or "localhost")
     mail["Auto-Submitted"] = "auto-generated"
-    mail["Content-Language"] = message.language
     mail.set_content(message.body)
+    mail["Content-Language"] = message.language  # after set_content, which drops Content-*
     return mail
 
 
