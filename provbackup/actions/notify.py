@@ -50,7 +50,7 @@ ADVICE = (
     "  provbackup show UID                 an account's warnings and their state",
     "  provbackup check                    the snapshot runs the warnings rely on",
     "",
-    "See provbackup(1), section CUSTOMER WARNINGS.",
+    "See provbackup(1), command notify.",
 )
 
 
