@@ -129,7 +129,7 @@ def status_of(setup: Setup) -> dict:
     return json.loads((setup.status_file.parent / "status-notify.json").read_text())
 
 
-NOW = datetime.now(UTC)
+NOW = datetime.now(UTC)  # at import: every age below only grows while the suite runs
 
 
 # --- the "done when" of the issue -------------------------------------------------------
@@ -434,11 +434,12 @@ def test_never_backed_up_warns_once_its_first_backup_is_overdue(tmp_path, ldap_s
     recorder, port = smtp
     setup = write_config(tmp_path, ldap_server, mail_section(port) + notify_section())
     provision(ldap_server, setup, {"2000091": customer("2000091")})
+    added = datetime.now(UTC)  # process just finished: the account's added time
     snapshot_daily(setup)
-    assert notify_at(setup, NOW + timedelta(minutes=1)).exit_code == 0
+    assert notify_at(setup, added + timedelta(minutes=1)).exit_code == 0
     assert to_customers(recorder) == []
 
-    later = NOW + timedelta(days=3, minutes=1)
+    later = added + timedelta(days=3, minutes=1)
     snapshot_daily(setup, clock=lambda: later)
     assert notify_at(setup, later).exit_code == 0
 
