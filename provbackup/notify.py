@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 class FailedEntry(Protocol):
-    """What the mail needs of a failed entry (``process.EntryOutcome``)."""
+    """What the mail needs of a failed entry (:class:`provbackup.outcomes.EntryOutcome`)."""
 
     dn: str
     uid: str | None

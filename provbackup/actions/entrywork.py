@@ -1,7 +1,7 @@
 """One entry's turn in a ``process`` run: claim → work → write back.
 
 :class:`EntryWorker` takes an entry the gate has read (a :class:`Due`) and
-returns its :class:`~provbackup.actions.report.EntryOutcome`. Where the
+returns its :class:`~provbackup.outcomes.EntryOutcome`. Where the
 entry was when LDAP went away is carried by the exception raised in that
 phase (:class:`LostWhileClaiming`, :class:`LostWhileFinishing`,
 :class:`LostWhileRecording`), which :meth:`EntryWorker.handle` turns into
@@ -20,7 +20,6 @@ from datetime import datetime
 from provbackup import state, work
 from provbackup.accountlock import AccountBusyError, account_lock, account_lock_path
 from provbackup.actions.common import Clock
-from provbackup.actions.report import EntryOutcome
 from provbackup.config import Config
 from provbackup.directory import LdapDirectory, ModifyResult
 from provbackup.entry import LdapEntry
@@ -33,6 +32,7 @@ from provbackup.errors import (
     ProvbackupError,
 )
 from provbackup.model import RETURN_VALUE, Account, Changes, Outcome, Request, Verb, timestamp
+from provbackup.outcomes import EntryOutcome
 from provbackup.plan import build_plan, describe
 
 log = logging.getLogger(__name__)

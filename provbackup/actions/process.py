@@ -3,9 +3,9 @@
 :func:`process` is the library entry point (like ldap2pg's ``synchronize``):
 it fills the :class:`~provbackup.actions.report.RunReport` it is given and
 returns; it prints nothing and takes no lock. The lock, the signal
-handlers, the status file and the mail belong to the command layer
-(:mod:`provbackup.cli.process`). One entry's failure never stops the run;
-losing LDAP does.
+handlers, the status file and the mail belong to the command layer (the
+run lifecycle, :mod:`provbackup.cli.lifecycle`). One entry's failure
+never stops the run; losing LDAP does.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from provbackup import state, work
 from provbackup.actions.common import Clock, find_entries, local_today, search_named, utc_now
 from provbackup.actions.conflicts import refuse_shared_ids
 from provbackup.actions.entrywork import Due, EntryInterrupted, EntryWorker
-from provbackup.actions.report import EntryOutcome, RunReport
+from provbackup.actions.report import RunReport
 from provbackup.config import Config
 from provbackup.directory import LdapDirectory, connect
 from provbackup.engines import ENGINE_BTRFS, btrfs
@@ -35,6 +35,7 @@ from provbackup.errors import (
 )
 from provbackup.filters import request_filter
 from provbackup.model import Outcome, Verb
+from provbackup.outcomes import EntryOutcome
 
 log = logging.getLogger(__name__)
 

@@ -43,22 +43,23 @@ NAMES_SHOWN = 5
 
 @dataclass
 class SnapshotFacts:
-    """What ``check`` reports about snapshots: stale accounts and run problems."""
+    """What ``check`` reports about snapshots: stale accounts, run problems, notes (no state)."""
 
     checked: int = 0
     stale: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def texts(self) -> list[str]:
-        """The summary parts, worst first."""
+        """The summary parts, worst first, notes last."""
         parts = list(self.problems)
         if self.stale:
             shown = ", ".join(self.stale[:NAMES_SHOWN]) + (
                 ", ..." if len(self.stale) > NAMES_SHOWN else ""
             )
             parts.append(f"{len(self.stale)} accounts without a recent snapshot ({shown})")
-        return parts + self.warnings
+        return parts + self.warnings + self.notes
 
 
 def stale_accounts(config: Config, now: datetime) -> tuple[int, list[str]]:
@@ -127,7 +128,7 @@ def evaluate_runs(statuses: dict[str, dict[str, Any] | None]) -> tuple[list[str]
 
 def gather(config: Config, now: datetime) -> SnapshotFacts:
     """Collect the snapshot facts for ``check`` (disk walk and status files)."""
-    from provbackup.actions.snapshot import status_path
+    from provbackup.actions.snapshotreport import status_path
     from provbackup.status import read_status
 
     facts = SnapshotFacts()
@@ -140,7 +141,8 @@ def gather(config: Config, now: datetime) -> SnapshotFacts:
     warnings, facts.problems = evaluate_runs(statuses)
     facts.warnings += warnings
     if config.backup.engine == ENGINE_BTRFS:
-        problems, warnings = btrfs.filesystem_findings(config.backup.root)
+        problems, warnings, notes = btrfs.filesystem_findings(config.backup.root)
         facts.problems += problems
         facts.warnings += warnings
+        facts.notes += notes
     return facts

@@ -39,7 +39,9 @@ def snapshot_command(
     exits 1 if an account failed, 75 if another run of INTERVAL is busy,
     69 if the snapshots are done but LDAP was unavailable for the usage.
     """
-    from provbackup.actions.snapshot import snapshot
+    from provbackup.actions.snapshot import prepare, snapshot
+    from provbackup.actions.snapshotreport import SnapshotReport, command_name
+    from provbackup.cli.lifecycle import RunLifecycle
     from provbackup.output import Progress, snapshot_line
 
     config = settings.load()
@@ -51,17 +53,18 @@ def snapshot_command(
         click.echo(snapshot_line(result))
         progress.step()
 
-    from provbackup.cli.process import StopRequested, _signals_stop
-
     # SIGTERM (systemctl stop) or SIGINT: no account is started after it, those in hand finish.
-    stop = StopRequested()
-    with _signals_stop(stop):
-        report = snapshot(
-            config, interval, uid=uid, jobs=jobs, dry_run=dry_run, on_result=show,
-            stop_requested=stop.name,
-        )  # fmt: skip
-    progress.clear()
-    summary = report.summary()
-    click.echo(summary)
-    log.info("%s snapshot run finished: %s", interval, summary)
-    return report.exit_code
+    lifecycle = RunLifecycle(config, command_name(interval), dry_run=dry_run)
+    with lifecycle.command():
+        job = prepare(config, interval, dry_run=dry_run, clock=lifecycle.clock)
+        report = SnapshotReport(interval=interval, started=lifecycle.clock(), dry_run=dry_run)
+        with lifecycle.batch(report):
+            snapshot(
+                job, report, uid=uid, jobs=jobs, on_result=show,
+                stop_requested=lifecycle.stop_requested,
+            )  # fmt: skip
+        progress.clear()
+        summary = report.summary()
+        click.echo(summary)
+        log.info("%s snapshot run finished: %s", interval, summary)
+    return lifecycle.exit_code(report)

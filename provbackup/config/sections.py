@@ -131,6 +131,11 @@ class JailConfig:
     sshd_config: Path = setting(
         Path("/etc/ssh/sshd_config"), v.absolute_path, "sshd's configuration (checked)"
     )
+    sshd_snippet: Path = setting(
+        Path("/etc/ssh/sshd_config.d/provbackup.conf"),
+        v.absolute_path,
+        "the installed sshd snippet whose Match block check verifies",
+    )
     check_login: str = setting(
         "auto", v.auto_boolean, "check the login setup: auto (with a jail template), yes, no"
     )

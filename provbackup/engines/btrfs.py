@@ -39,6 +39,7 @@ STAGING_DIRECTORY = "snapshot-staging"  # in the account directory, root only
 INCOMING = "incoming"
 SNAPSHOTS = ".snapshots"
 MAX_DELETE_ATTEMPTS = 3
+MAX_NESTED_SUBVOLUMES = 16  # customer-made, inside incoming/ (docs/btrfs.md, hazard 5)
 
 
 @dataclass(frozen=True)
@@ -76,26 +77,29 @@ def check_backup_root(root: Path) -> Filesystem:
     return Filesystem(uuid, mode)
 
 
-def filesystem_findings(root: Path) -> tuple[list[str], list[str]]:
-    """Return (problems, warnings) about ``root``'s btrfs for ``check``; never raises.
+def filesystem_findings(root: Path) -> tuple[list[str], list[str], list[str]]:
+    """Return (problems, warnings, notes) about ``root``'s btrfs for ``check``; never raises.
 
     A root off btrfs or without quotas is a problem (every snapshot run
     exits 78); qgroup figures marked inconsistent are a warning (usage
-    figures are wrong until ``btrfs quota rescan``).
+    figures are wrong until ``btrfs quota rescan``); the note names the
+    quota feature found: simple quotas (kernel >= 6.7) or full qgroups.
     """
     try:
         with open_root(root) as directory:
             if not kernel.is_btrfs(directory.fd):
-                return [f"btrfs engine: {root} is not on btrfs"], []
+                return [f"btrfs engine: {root} is not on btrfs"], [], []
             uuid = kernel.fsid(directory.fd)
     except (OSError, ProvbackupError, EntryError) as error:
-        return [f"btrfs engine: {error}"], []
-    enabled, _mode, inconsistent = kernel.quota_state(uuid)
+        return [f"btrfs engine: {error}"], [], []
+    enabled, mode, inconsistent = kernel.quota_state(uuid)
     if not enabled:
-        return [f"btrfs engine: quotas are not enabled on {root}"], []
+        return [f"btrfs engine: quotas are not enabled on {root}"], [], []
+    feature = {"squota": "simple quotas (squota)", "qgroup": "full qgroups"}.get(mode, mode)
+    notes = [f"btrfs engine: {feature}"]
     if inconsistent:
-        return [], [f"btrfs qgroup figures inconsistent (btrfs quota rescan {root})"]
-    return [], []
+        return [], [f"btrfs qgroup figures inconsistent (btrfs quota rescan {root})"], notes
+    return [], [], notes
 
 
 def qgroup_text(qgroup: int) -> str:
@@ -188,17 +192,19 @@ def _delete_if_subvolume(parent: OpenDirectory, name: str, steps: list[str]) -> 
         steps.append(f"deleted subvolume {parent.path / name}")
 
 
-def nested_subvolumes(incoming: OpenDirectory) -> list[tuple[int, str]]:
+def nested_subvolumes(incoming: OpenDirectory, most: int | None = None) -> list[tuple[int, str]]:
     """Return (id, path below incoming/) of every subvolume inside it, parents first.
 
     Found in the root tree by id, breadth first: no directory a customer
-    controls is opened or walked.
+    controls is opened or walked. With ``most``, stops once that many are
+    found (the search then costs at most that many lookups).
     """
     found: list[tuple[int, str]] = []
     queue = [(kernel.subvolume_id(incoming.fd), "")]
-    while queue:
+    while queue and (most is None or len(found) < most):
         parent, prefix = queue.pop(0)
-        for child in kernel.child_subvolumes(incoming.fd, parent):
+        left = None if most is None else most - len(found)
+        for child in kernel.child_subvolumes(incoming.fd, parent, left):
             where = kernel.directory_path(incoming.fd, parent, child.directory_inode)
             path = f"{prefix}{where}{child.name}"
             found.append((child.subvolume, path))
@@ -211,10 +217,19 @@ def adopt_nested(home: OpenDirectory, incoming: OpenDirectory, qgroup: int) -> l
 
     Returns the steps; each one found is logged as a warning: its files are
     in the quota from now on, but not in the snapshots (a snapshot stops at
-    a subvolume boundary).
+    a subvolume boundary). Raises WorkError, having looked no further and
+    changed nothing, when there are more than :data:`MAX_NESTED_SUBVOLUMES`.
     """
+    nested = nested_subvolumes(incoming, most=MAX_NESTED_SUBVOLUMES + 1)
+    if len(nested) > MAX_NESTED_SUBVOLUMES:
+        raise WorkError(
+            f"{incoming.path}: more than {MAX_NESTED_SUBVOLUMES} subvolumes made inside "
+            f"incoming/ (counting stopped at {len(nested)}): no snapshot, existing snapshots "
+            "kept; delete them as root (btrfs subvolume delete; docs/btrfs.md)",
+            return_value=RETURN_FILESYSTEM,
+        )
     steps: list[str] = []
-    for number, path in nested_subvolumes(incoming):
+    for number, path in nested:
         if kernel.assign_qgroup(home.fd, kernel.qgroup_id(0, number), qgroup):
             steps.append(f"counted subvolume {incoming.path / path} in {qgroup_text(qgroup)}")
         logger.warning(
