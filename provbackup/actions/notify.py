@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from provbackup.actions.common import Clock, search_named, utc_now
+from provbackup.actions.common import search_named
 from provbackup.config import Config
 from provbackup.customer.records import RecordError, load_record, record_path
 from provbackup.customer.rules import Facts, decide
@@ -37,12 +39,19 @@ from provbackup.customer.step import (
 )
 from provbackup.customer.templates import load_templates
 from provbackup.entry import LdapEntry, Rules, read_account, read_request
-from provbackup.errors import EXIT_ENTRIES_FAILED, EXIT_OK, ConfigError, EntryError
+from provbackup.errors import (
+    EXIT_ENTRIES_FAILED,
+    EXIT_OK,
+    SIGNAL_EXIT_BASE,
+    ConfigError,
+    EntryError,
+)
 from provbackup.model import Phase, Verb, parse_timestamp
 from provbackup.warnentry import read_warnings
 
 log = logging.getLogger(__name__)
 
+COMMAND = "notify"  # its run files: notify.lock, status-notify.json (provbackup.runfiles)
 MAIL_FAILURES_TRIED = 3
 ADVICE = (
     "Customer warnings held back or not sent are tried again by the next run.",
@@ -76,6 +85,7 @@ class NotifyReport:
     error: str | None = None
     server_fault: str | None = None
     guard: str | None = None
+    stopped_by_signal: str | None = None
     accounts: int = 0
     messages: list[MessageResult] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
@@ -105,10 +115,11 @@ class NotifyReport:
             return self.guard
         if self.dry_run:
             return f"dry run: {self.count(WOULD)} messages would be sent, nothing changed"
-        return (
+        line = (
             f"{self.accounts} accounts, {self.count(SENT)} messages sent, {self.count(FAILED)} "
             f"failed, {self.count(UNDELIVERABLE)} without a usable address"
         )
+        return line + (f"; stopped by {self.stopped_by_signal}" if self.stopped_by_signal else "")
 
     def to_status(self, hostname: str) -> dict[str, object]:
         """The status-file document of this run."""
@@ -118,6 +129,7 @@ class NotifyReport:
             "finished": (self.finished or self.started).isoformat(),
             "exit_code": self.exit_code, "error": self.error,
             "server_fault": self.server_fault, "guard": self.guard,
+            "stopped_by_signal": self.stopped_by_signal,
             "counts": {name: self.count(name) for name in (SENT, FAILED, UNDELIVERABLE, HELD)},
             "problems": [problem.message for problem in self.problems],
             "messages": [item.as_dict() for item in self.messages],
@@ -125,32 +137,38 @@ class NotifyReport:
 
 
 def notify_status_path(config: Config) -> Path:
-    """The status file of notify runs, beside ``[run] status_file``."""
-    return config.run.status_file.with_name("status-notify.json")
+    """The status file of notify runs (``status-notify.json`` beside ``[run] status_file``)."""
+    from provbackup.runfiles import run_files
+
+    return run_files(config, COMMAND).status
 
 
 def notify(
     config: Config,
+    report: NotifyReport,
     *,
     uid: str | None = None,
-    dry_run: bool = False,
-    clock: Clock = utc_now,
     hostname: str = "localhost",
+    stop_requested: Callable[[], str | None] = lambda: None,
 ) -> NotifyReport:
-    """Run the customer warnings once; see the module docstring.
+    """Run the customer warnings once into ``report``; see the module docstring.
 
-    Returns the :class:`NotifyReport` (exit 0, or 1 when a message failed,
-    a record was unusable, the server fault held messages back or the
-    guard stopped the run). Raises ConfigError (78) for a bad template or a
-    missing backup root, LdapUnavailableError (69).
+    ``report.started`` is the run's "now" and ``report.dry_run`` whether it
+    sends and records anything; ``stop_requested`` returns the name of a
+    signal that asked the run to stop: no account is started after it
+    (exit 128 + the signal's number). Returns the :class:`NotifyReport`
+    (exit 0, or 1 when a message failed, a record was unusable, the server
+    fault held messages back or the guard stopped the run). Raises
+    ConfigError (78) for a bad template or a missing backup root,
+    LdapUnavailableError (69).
     """
-    from provbackup.actions.snapshot import status_path
+    from provbackup.actions.snapshotreport import status_path
     from provbackup.directory import connect
     from provbackup.status import read_status
     from provbackup.work.discover import find_accounts
 
     templates = load_templates(config.notify.templates, config.notify.language)
-    report = NotifyReport(started=clock(), dry_run=dry_run)
+    dry_run = report.dry_run
     now = report.started
     status = read_status(status_path(config, "daily"))
     report.server_fault = server_fault(status, now, config.snapshot.stale_slack)
@@ -195,6 +213,9 @@ def notify(
             return None
 
         for item in planned:
+            if stop_requested() is not None:
+                report.stopped_by_signal = stop_requested()
+                break
             results = carry_out(config, templates, item, now=now, hostname=hostname,
                                 dry_run=dry_run, may_send=may_send)  # fmt: skip
             for result in results:
@@ -205,6 +226,8 @@ def notify(
             report.messages += results
     if report.server_fault or report.guard or report.failed:
         report.exit_code = EXIT_ENTRIES_FAILED
+    if report.stopped_by_signal:
+        report.exit_code = SIGNAL_EXIT_BASE + signal.Signals[report.stopped_by_signal].value
     return report
 
 

@@ -29,6 +29,8 @@ def notify_findings(status: Mapping[str, Any] | None) -> tuple[list[str], list[s
         return [f"customer warnings held back: {status['server_fault']}"], []
     if status.get("guard"):
         return [f"customer warnings held back: {status['guard']}"], []
+    if status.get("stopped_by_signal"):
+        return [], [f"last run stopped by {status['stopped_by_signal']}"]
     if code not in (EXIT_OK, EXIT_ENTRIES_FAILED):
         return [f"last run exited {code}: {status.get('error') or 'no reason recorded'}"], []
     warnings = []

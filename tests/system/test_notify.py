@@ -104,17 +104,31 @@ def snapshot_daily(setup: Setup, clock=None) -> None:
         result = run(setup, "snapshot", "daily")
         assert result.code == 0, result.out + result.err
         return
-    from provbackup.actions.snapshot import snapshot
+    from provbackup.actions.snapshot import prepare, snapshot
+    from provbackup.actions.snapshotreport import SnapshotReport, command_name
+    from provbackup.cli.lifecycle import RunLifecycle
 
-    report = snapshot(load_config(setup.config), "daily", clock=clock)
+    config = load_config(setup.config)
+    lifecycle = RunLifecycle(config, command_name("daily"), clock=clock)
+    with lifecycle.command():
+        job = prepare(config, "daily", clock=clock)
+        report = SnapshotReport(interval="daily", started=clock(), dry_run=False)
+        with lifecycle.batch(report):
+            snapshot(job, report)
     assert report.exit_code == 0, report.summary()
 
 
 def notify_at(setup: Setup, moment: datetime):  # type: ignore[no-untyped-def]
     """The notify action with an injected clock (what the command runs)."""
-    from provbackup.actions.notify import notify
+    from provbackup.actions.notify import COMMAND, NotifyReport, notify
+    from provbackup.cli.lifecycle import RunLifecycle
 
-    return notify(load_config(setup.config), clock=lambda: moment, hostname="backup1")
+    config = load_config(setup.config)
+    report = NotifyReport(started=moment, dry_run=False)
+    lifecycle = RunLifecycle(config, COMMAND, clock=lambda: moment)
+    with lifecycle.command(), lifecycle.batch(report):
+        notify(config, report, hostname="backup1")
+    return report
 
 
 def to_customers(recorder: Recorder) -> list:
@@ -591,6 +605,8 @@ def test_a_template_error_is_exit_78_naming_file_and_placeholder(tmp_path, ldap_
 
     assert result.code == 78
     assert str(templates / "de" / "quota.txt") in result.err and "{prozent}" in result.err
+    assert status_of(setup)["exit_code"] == 78, "the status file says so"
+    assert "notify: last run exited 78" in run(setup, "check").out
 
 
 def test_dry_run_sends_and_records_nothing(tmp_path, ldap_server, smtp):
