@@ -44,6 +44,7 @@ from provbackup.model import (
 )
 from provbackup.paths import account_paths, check_home_directory
 from provbackup.systemids import SystemIds, read_system_ids
+from provbackup.warnentry import WARN_ATTRIBUTES
 
 T = TypeVar("T")
 
@@ -60,6 +61,7 @@ READ_ATTRIBUTES = (
     "sstQuota",
     "sstIsActive",
     *INTERVAL_ATTRIBUTES.values(),
+    *WARN_ATTRIBUTES,  # the customer warnings (notify, show): read by warnentry.py
     # Operational: returned only when asked for by name. Which entry made an account.
     "entryUUID",
 )

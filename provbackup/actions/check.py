@@ -94,6 +94,9 @@ def check(config: Config, *, clock: Clock | None = None) -> CheckResult:
     result = with_follower(result, read_health(status_file), clock())
     if counts is not None:  # many servers, one directory: the claim rule, this server's filter
         result = with_replication(result, replication_findings(quick))
+    from provbackup.actions.notify_check import with_notify
+
+    result = with_notify(result, config)
     if not wants_login_check(config):
         return result
     findings = check_login_setup(config)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
@@ -25,10 +25,12 @@ class AccountView:
     dn: str
     provisioning: dict[str, Any]
     server: dict[str, Any]
+    warnings: dict[str, Any] = field(default_factory=dict)  # customer warnings (notify)
 
     def as_dict(self) -> dict[str, Any]:
         """The view as JSON-ready values."""
-        return {"dn": self.dn, "provisioning": self.provisioning, "server": self.server}
+        return {"dn": self.dn, "provisioning": self.provisioning, "server": self.server,
+                "warnings": self.warnings}  # fmt: skip
 
 
 def show(
@@ -77,7 +79,9 @@ def _view(entry: LdapEntry, config: Config, today: date, run_active: bool) -> Ac
     # Where the account lives (README 'Many backup servers, one directory').
     where = held_by(entry, config)
     server = {"held": f"{where.shown}: {where.reason}", **server}
-    return AccountView(entry.dn, provisioning, server)
+    from provbackup.customer.view import warnings_view
+
+    return AccountView(entry.dn, provisioning, server, warnings_view(entry, request.uid, config))
 
 
 def _one(entry: LdapEntry, name: str) -> str | None:

@@ -2,6 +2,7 @@
 
 from provbackup.cli.check import check_command
 from provbackup.cli.jail import jail_template_command
+from provbackup.cli.notify import notify_command
 from provbackup.cli.process import process_command
 from provbackup.cli.reset import reset_command
 from provbackup.cli.scan import scan_command
@@ -18,4 +19,5 @@ commands = [
     snapshot_command,
     jail_template_command,
     watch_command,
+    notify_command,
 ]

@@ -297,6 +297,27 @@ class WatchConfig:
     )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class NotifyConfig:
+    """``[notify]``: the customer warnings of ``provbackup notify`` (schedule and quota)."""
+
+    templates: Path = setting(
+        Path("/etc/provbackup/notify"), v.absolute_path, "one directory of templates per language"
+    )
+    language: str = setting("en", v.language_tag, "language of customers without a known one")
+    repeat_days: int = setting(
+        7, v.integer(0, 3650), "days before a warning still true is sent again; 0: once"
+    )
+    recovery: bool = setting(True, v.boolean, "send an 'all good again' when a condition ends")
+    max_warnings_per_run: int = setting(
+        50, v.integer(1, 10**9), "more messages due than this: none is sent"
+    )
+    sms_command: tuple[str, ...] | None = setting(
+        None, v.sms_template, "command sending an sms to {number}, the text on stdin"
+    )
+    sms_timeout: float = setting(30.0, v.positive_float, "seconds the sms command may run")
+
+
 # The sections in file order, each with the dataclass declaring its keys.
 SECTIONS: dict[str, type] = {
     "ldap": LdapConfig,
@@ -311,6 +332,7 @@ SECTIONS: dict[str, type] = {
     "mail": MailConfig,
     "hooks": HooksConfig,
     "watch": WatchConfig,
+    "notify": NotifyConfig,
 }
 
 
@@ -369,3 +391,4 @@ class Config:
     mail: MailConfig = MailConfig()
     hooks: HooksConfig = HooksConfig()
     watch: WatchConfig = WatchConfig()
+    notify: NotifyConfig = NotifyConfig()

@@ -244,6 +244,23 @@ def quota_template(value: str) -> tuple[str, ...]:
     return words
 
 
+def language_tag(value: str) -> str:
+    """A language tag of two or three lower-case letters (``en``, ``de``)."""
+    if not re.fullmatch(r"[a-z]{2,3}", value):
+        raise ValueError(f"{value!r} is not a language tag of 2 or 3 lower-case letters")
+    return value
+
+
+def sms_template(value: str) -> tuple[str, ...]:
+    """A command whose words may hold ``{number}`` (replaced by the customer's number)."""
+    words = command(value)
+    for word in words:
+        rest = word.replace("{number}", "")
+        if "{" in rest or "}" in rest:
+            raise ValueError(f"bad placeholder in {word!r}; known: {{number}}")
+    return words
+
+
 def address_list(value: str) -> tuple[str, ...]:
     """Mail addresses separated by spaces or commas."""
     addresses = tuple(value.replace(",", " ").split())
