@@ -114,18 +114,25 @@ def write_config(phase_directory: Path, slapd: Slapd, root: Path) -> tuple[Path,
 
 
 def prepare(
-    work: Path, name: str, *, accounts: int, due: int, indexes: tuple[str, ...] = INDEXES
+    work: Path,
+    name: str,
+    *,
+    accounts: int,
+    due: int,
+    indexes: tuple[str, ...] = INDEXES,
+    syncprov: bool = False,
 ) -> Phase:
     """Generate the phase's directory, slapadd it into a fresh slapd and start it.
 
-    ``indexes`` are the slapd ``index`` lines. Returns the running
+    ``indexes`` are the slapd ``index`` lines; ``syncprov`` loads the overlay
+    ``provbackup watch`` follows. Returns the running
     :class:`Phase`; the caller stops ``phase.slapd``.
     """
     directory = work / name
     directory.mkdir(parents=True)
     root = directory / "backup"
     root.mkdir()
-    slapd = Slapd(directory / "slapd", indexes=indexes)
+    slapd = Slapd(directory / "slapd", indexes=indexes, syncprov=syncprov)
     ldif = directory / "directory.ldif"
     write_ldif(ldif, slapd, root, accounts=accounts, due=due)
     slapd.load_ldif_offline(ldif)

@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import data, latency, machine
+from bench import data, latency, machine, watchlatency
 from bench import snapshot as snapshot_phase
 from bench.measure import Sample, check_gnu_time, median, run_measured
 
@@ -94,6 +94,17 @@ def parse_options(argv: list[str] | None) -> argparse.Namespace:
     add("--latency-accounts", type=int, default=1_000, help="accounts around them [1000]")
     add("--latency-idle-runs", type=int, default=20, help="idle runs for the cost per hour [20]")
     add(
+        "--watch",
+        action="store_true",
+        help="latency: also provbackup watch beside the timer, its idle cost and memory",
+    )
+    add(
+        "--watch-idle-seconds",
+        type=int,
+        default=300,
+        help="latency --watch: seconds the idle follower is measured [300]",
+    )
+    add(
         "--workdir",
         type=Path,
         default=None,
@@ -113,7 +124,10 @@ def parse_options(argv: list[str] | None) -> argparse.Namespace:
     )
     snapshot_phase.add_options(add)
     add("--keep", action="store_true", help="keep the working directory")
-    options = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments and arguments[0] in PHASES:  # python -m bench latency --watch
+        arguments = ["--only", arguments[0], *arguments[1:]]
+    options = parser.parse_args(arguments)
     options.phases = [name.strip() for name in options.only.split(",") if name.strip()]
     options.indexes = tuple(line.strip() for line in options.indexes.split(",") if line.strip())
     unknown = set(options.phases) - set(PHASES)
@@ -442,7 +456,10 @@ def targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     if "scan" in results:
         rss = results["scan"]["peak_rss_mb"]
         check("scan_rss_mb", rss, f"< {SCAN_RSS_TARGET_MB}", rss < SCAN_RSS_TARGET_MB)
-    if "latency" in results:
+    if "latency" in results and "watch" in results["latency"]:
+        for name, (value, target, met) in watchlatency.watch_targets(results["latency"]).items():
+            check(name, value, target, met)
+    elif "latency" in results:
         for name, (value, target, met) in latency.latency_targets(results["latency"]).items():
             check(name, value, target, met)
     if "snapshot" in results:
@@ -516,7 +533,9 @@ def table(document: dict[str, Any]) -> str:
     if "startup" in results:
         row("start-up: provbackup --help", results["startup"]["help"])
         row("start-up: python -c pass (reference)", results["startup"]["python_bare"])
-    if "latency" in results:
+    if "latency" in results and "watch" in results["latency"]:
+        lines += watchlatency.watch_lines(results["latency"])
+    elif "latency" in results:
         lines += latency.latency_lines(results["latency"])
     lines += ["", f"{'target':<34} {'value':>10} {'target':>10}  met"]
     for name, item in checks.items():
@@ -544,8 +563,10 @@ def main(argv: list[str] | None = None) -> int:
         "burst": lambda: bench_burst(work, options),
         "idle": lambda: bench_idle(work, options),
         "scan": lambda: bench_scan(work, options),
-        "latency": lambda: latency.bench_latency(
-            work, options, PROVBACKUP, environment(), progress
+        "latency": lambda: (
+            watchlatency.bench_watch_latency(work, options, PROVBACKUP, environment(), progress)
+            if options.watch
+            else latency.bench_latency(work, options, PROVBACKUP, environment(), progress)
         ),
         "snapshot": lambda: snapshot_phase.bench_snapshot(work, options, environment(), progress),
     }

@@ -57,7 +57,26 @@ btrfs subvolume snapshot -r -i 1/$I2 acct2/incoming staging/inherit >/dev/null; 
 btrfs subvolume snapshot -r acct2/incoming staging/noinherit >/dev/null; sync; echo "snapshot without -i: inconsistent=$(cat $Q/inconsistent)"
 btrfs subvolume delete staging/noinherit >/dev/null; btrfs quota rescan -w . >/dev/null
 setpriv --reuid 60002 --regid 60002 --clear-groups btrfs subvolume snapshot acct2/incoming acct2/incoming/mine >/dev/null; sync; echo "customer snapshots their own incoming/: exit $?, inconsistent=$(cat $Q/inconsistent)"
-echo "== 5. user_subvol_rm_allowed"
+echo "== 5. what a customer can do with subvolumes (no user_subvol_rm_allowed)"
+mkdir -p acct3 && btrfs subvolume create acct3/incoming >/dev/null && chown 60001:60001 acct3/incoming
+btrfs subvolume create acct3/other >/dev/null   # root's
+$U btrfs subvolume create acct3/incoming/n1 >/dev/null; echo "customer creates a subvolume: exit $?"
+$U btrfs subvolume snapshot acct3/incoming acct3/incoming/s1 >/dev/null; echo "customer snapshots their own incoming/: exit $?"
+$U btrfs subvolume snapshot acct3/other acct3/incoming/s2 2>&1 | grep ERROR; echo "customer snapshots a root-owned subvolume: exit ${PIPESTATUS[0]}"
+$U btrfs subvolume delete acct3/incoming/n1 2>&1 | grep ERROR; echo "customer deletes their own subvolume: exit ${PIPESTATUS[0]}"
+$U rmdir acct3/incoming/n1; echo "customer rmdirs their own empty subvolume: exit $?"
+$U sh -c 'echo x > acct3/incoming/s1/f'; $U rmdir acct3/incoming/s1 2>/dev/null; echo "customer rmdirs a non-empty one: exit $?"
+$U /usr/bin/python3 -c '
+import fcntl, os, time
+fd = os.open("acct3/incoming", os.O_RDONLY)
+start = time.monotonic()
+for n in range(1000):
+    args = bytearray(4096)
+    args[56:56 + len(f"m{n}")] = f"m{n}".encode()
+    fcntl.ioctl(fd, 0x50009418, args)  # BTRFS_IOC_SUBVOL_CREATE_V2
+print(f"customer creates 1000 subvolumes with the ioctl: {time.monotonic() - start:.2f} s")'
+echo "subvolumes below acct3/incoming: $(btrfs subvolume list -o acct3/incoming | wc -l)"
+echo "== 6. user_subvol_rm_allowed"
 mount -o remount,user_subvol_rm_allowed .
 $U btrfs subvolume delete acct/home/.snapshots/daily.1 2>&1 | grep ERROR; echo "customer deletes a root-owned read-only snapshot: exit ${PIPESTATUS[0]}"
 cd / && umount /tmp/btspike2/mnt

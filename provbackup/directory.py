@@ -8,6 +8,8 @@ shown as a placeholder), so an operator can replay it by hand.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import shlex
 import time
@@ -32,6 +34,7 @@ NO_SUCH_OBJECT = 32
 NO_SUCH_ATTRIBUTE = 16
 INSUFFICIENT_ACCESS = 50
 STRONGER_AUTH_REQUIRED = 8  # slapd's answer to an anonymous write
+SYNC_CONTROL = "1.3.6.1.4.1.4203.1.9.1.1"  # RFC 4533: a server running syncprov offers it
 _OPERATIONS = {
     Operation.ADD: ldap3.MODIFY_ADD,
     Operation.DELETE: ldap3.MODIFY_DELETE,
@@ -92,6 +95,11 @@ class LdapDirectory:
         self.searches = 0
         self.entries_returned = 0
         self.modifies = 0
+        extra = config.server_attribute
+        known = {name.lower() for name in READ_ATTRIBUTES}
+        self.read_attributes = READ_ATTRIBUTES + (
+            (extra,) if extra and extra.lower() not in known else ()
+        )
 
     def close(self) -> None:
         """Unbind; errors on a dead connection are ignored."""
@@ -112,7 +120,7 @@ class LdapDirectory:
         *,
         base: str | None = None,
         scope: str = "sub",
-        attributes: tuple[str, ...] = READ_ATTRIBUTES,
+        attributes: tuple[str, ...] | None = None,
     ) -> Iterator[LdapEntry]:
         """Yield the entries matching ``search_filter``, fetched page by page.
 
@@ -124,6 +132,7 @@ class LdapDirectory:
         ProvbackupError-derived errors for a refused search.
         """
         base = base or self.config.base_dn
+        attributes = attributes or self.read_attributes
         self.searches += 1
         log.debug("%s", self._ldapsearch_line(search_filter, base, scope, attributes))
         ldap_scope = ldap3.BASE if scope == "base" else ldap3.SUBTREE
@@ -216,6 +225,36 @@ class LdapDirectory:
             log.debug("modify of %s refused: %s", dn, message)
         return ModifyResult(ok=code == 0, code=code, message=message)
 
+    def replication_facts(self) -> tuple[bool, frozenset[str]]:
+        """Whether this server offers syncprov, and the server IDs that wrote its data.
+
+        Reads the root DSE (the sync request control, RFC 4533) and the
+        ``contextCSN`` of the naming context holding the base DN: a
+        multi-provider pair carries one CSN per provider that wrote. Returns
+        (False, empty) for what cannot be read; raises LdapUnavailableError
+        when the server goes away.
+        """
+        try:
+            self.connection.search(
+                "", "(objectClass=*)", ldap3.BASE,
+                attributes=["supportedControl", "namingContexts"],
+            )  # fmt: skip
+            root = self.connection.response[0]["attributes"] if self.connection.response else {}
+            syncprov = SYNC_CONTROL in (root.get("supportedControl") or ())
+            contexts = [ctx for ctx in root.get("namingContexts") or () if is_below(
+                self.config.base_dn, ctx)]  # fmt: skip
+            ids: set[str] = set()
+            for context in contexts:
+                self.connection.search(context, "(objectClass=*)", ldap3.BASE,
+                                       attributes=["contextCSN"])  # fmt: skip
+                for found in self.connection.response or ():
+                    for csn in found.get("attributes", {}).get("contextCSN") or ():
+                        parts = str(csn).split("#")
+                        ids.update(parts[2:3])
+        except ldap_exceptions.LDAPException as error:
+            raise LdapUnavailableError(f"LDAP server {self.uri} failed: {error}") from None
+        return syncprov, frozenset(ids)
+
     def _write_access_hint(self, written: list[str]) -> str:
         """Which attributes the bind DN must be allowed to write, for a refused modify."""
         if MODE in written:  # a provisioning write: name every attribute process and reset write
@@ -225,6 +264,8 @@ class LdapDirectory:
                 else self.config.date_attribute
             )
             written = [MODE, STATE, date, RETURN_VALUE]
+            if self.config.server_attribute:
+                written.append(self.config.server_attribute)
         who = repr(self.config.bind_dn) if self.config.bind_dn else "an anonymous bind"
         return (
             f"{who} needs write access to {', '.join(written)} below "
@@ -288,3 +329,23 @@ def connect(config: LdapConfig) -> LdapDirectory:
         f"LDAP unavailable after {config.attempts} attempt(s) on "
         f"{', '.join(config.uris)}: {last_error}"
     )
+
+
+@contextlib.contextmanager
+def claim_directory(config: LdapConfig, directory: LdapDirectory) -> Iterator[LdapDirectory]:
+    """The directory every claim and write-back of a run goes to.
+
+    ``directory`` itself unless ``[ldap] claim_uri`` is set; then a second
+    connection to the first claim URI that answers (failing over to the
+    next only when it cannot be bound), closed at the end. Raises
+    LdapUnavailableError when no claim URI can be bound.
+    """
+    if not config.claim_uris:
+        yield directory
+        return
+    writer = connect(dataclasses.replace(config, uris=config.claim_uris))
+    log.debug("claims and write-backs go to %s", writer.uri)
+    try:
+        yield writer
+    finally:
+        writer.close()

@@ -12,11 +12,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from provbackup.config import MAX_ID, Config
+from provbackup.config import Config
+from provbackup.entryvalues import (
+    MAX_INTERVAL,
+    quota_of,
+    read_active,
+    read_date,
+    read_home,
+    read_id,
+    read_integer,
+    read_quota,
+    read_uid,
+    shown,
+)
 from provbackup.errors import EntryError, InvalidEntryError, UnsafePathError
 from provbackup.ldapentry import LdapEntry
 from provbackup.model import (
@@ -31,8 +42,9 @@ from provbackup.model import (
     parse_mode,
     parse_timestamp,
 )
-from provbackup.paths import SAFE_UID, account_paths, check_home_directory
+from provbackup.paths import account_paths, check_home_directory
 from provbackup.systemids import SystemIds, read_system_ids
+from provbackup.warnentry import WARN_ATTRIBUTES
 
 T = TypeVar("T")
 
@@ -49,14 +61,12 @@ READ_ATTRIBUTES = (
     "sstQuota",
     "sstIsActive",
     *INTERVAL_ATTRIBUTES.values(),
+    *WARN_ATTRIBUTES,  # the customer warnings (notify, show): read by warnentry.py
     # Operational: returned only when asked for by name. Which entry made an account.
     "entryUUID",
 )
 
 __all__ = ["READ_ATTRIBUTES", "LdapEntry", "Rules", "quota_of", "read_account", "read_request"]
-
-MAX_QUOTA_BYTES = 2**60  # 1 EiB; anything larger is a typo, not a customer
-MAX_INTERVAL = 999
 
 
 @dataclass(frozen=True)
@@ -150,7 +160,7 @@ def read_request(entry: LdapEntry, date_attribute: str = "auto") -> Request:
         wanted = " or ".join(DATE_ATTRIBUTES) if date_attribute == "auto" else date_attribute
         extra.append(f"{wanted}: (missing): is missing")
     else:
-        when = attempt(_read_date, entry, name)
+        when = attempt(read_date, entry, name)
     return_value = None
     raw_return = attempt(entry.optional, RETURN_VALUE)
     if raw_return is not None:
@@ -158,7 +168,7 @@ def read_request(entry: LdapEntry, date_attribute: str = "auto") -> Request:
         if digits.isascii() and digits.isdigit() and len(digits) < 10:
             return_value = int(raw_return)
         else:
-            extra.append(f"{RETURN_VALUE}: {_shown(raw_return)!r}: not an integer")
+            extra.append(f"{RETURN_VALUE}: {shown(raw_return)!r}: not an integer")
     problems = [str(error) for error in collector.errors] + extra
     return Request(
         dn=entry.dn,
@@ -189,10 +199,11 @@ def read_account(entry: LdapEntry, verb: Verb, rules: Rules) -> Account:
     """
     collector = _Collector()
     attempt = collector.attempt
-    uid = attempt(_read_uid, entry)
-    uid_number = attempt(_read_id, entry, "uidNumber", rules, rules.system_ids.uids, "passwd")
-    gid_number = attempt(_read_id, entry, "gidNumber", rules, rules.system_ids.gids, "group")
-    home = attempt(_read_home, entry)
+    uid = attempt(read_uid, entry)
+    bounds = (rules.min_uid, rules.max_uid)
+    uid_number = attempt(read_id, entry, "uidNumber", bounds, rules.system_ids.uids, "passwd")
+    gid_number = attempt(read_id, entry, "gidNumber", bounds, rules.system_ids.gids, "group")
+    home = attempt(read_home, entry)
     paths = attempt(account_paths, rules.root, rules.layout, uid) if uid is not None else None
     if paths is not None:
         # A delete goes through whatever the entry says: the marker only matters for logins.
@@ -202,8 +213,8 @@ def read_account(entry: LdapEntry, verb: Verb, rules: Rules) -> Account:
     active: bool | None = True
     retain: tuple[tuple[str, int], ...] = ()
     if verb is not Verb.DELETE:
-        quota = attempt(_read_quota, entry)
-        active = attempt(_read_active, entry)
+        quota = attempt(read_quota, entry)
+        active = attempt(read_active, entry)
         retain = _read_retain(entry, rules.default_retain, collector)
     collector.raise_if_any()
     assert uid is not None and uid_number is not None and gid_number is not None
@@ -229,7 +240,7 @@ def _read_retain(
     counts = []
     bad = len(collector.errors)
     for interval, attribute in INTERVAL_ATTRIBUTES.items():
-        count = collector.attempt(_read_integer, entry, attribute, MAX_INTERVAL)
+        count = collector.attempt(read_integer, entry, attribute, MAX_INTERVAL)
         counts.append((interval, defaults.get(interval, 0) if count is None else count))
     retain = tuple((interval, count) for interval, count in counts if count > 0)
     if not retain and len(collector.errors) == bad:
@@ -250,114 +261,3 @@ def _date_attribute_of(entry: LdapEntry, configured: str) -> str | None:
         if entry.values(name):
             return name
     return None
-
-
-def _read_date(entry: LdapEntry, name: str) -> date | None:
-    text = entry.single(name)
-    if text == "0":
-        return None
-    if len(text) == 8 and text.isdigit():
-        try:
-            return datetime.strptime(text, "%Y%m%d").date()
-        except ValueError:
-            pass
-    raise InvalidEntryError(name, text, "expected 0 or a date YYYYMMDD")
-
-
-def _read_uid(entry: LdapEntry) -> str:
-    uid = entry.single("uid")
-    if not SAFE_UID.fullmatch(uid) or uid in (".", ".."):
-        raise InvalidEntryError(
-            "uid",
-            uid,
-            "not a safe account name (letters, digits, '.', '_', '-'; at most 64; "
-            "not starting with '-' or '.')",
-        )
-    if uid.startswith("."):
-        raise InvalidEntryError("uid", uid, "must not start with '.'")
-    return uid
-
-
-def _digits(name: str, text: str, maximum: int) -> int:
-    """``text`` as a non-negative integer up to ``maximum``, its length checked first.
-
-    A 5,000-digit value (the server accepts it) is refused by its length,
-    before int() could spend time on it or refuse it with an error of its own.
-    """
-    if not text.isascii() or not text.isdigit():
-        raise InvalidEntryError(name, _shown(text), "not a non-negative integer")
-    if len(text.lstrip("0")) > len(str(maximum)):
-        raise InvalidEntryError(name, _shown(text), f"larger than the maximum {maximum}")
-    number = int(text)
-    if number > maximum:
-        raise InvalidEntryError(name, text, f"larger than the maximum {maximum}")
-    return number
-
-
-def _shown(text: str) -> str:
-    """``text`` shortened for a message: a huge value is named by its start and length."""
-    return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
-
-
-def _read_id(entry: LdapEntry, name: str, rules: Rules, system: frozenset[int], file: str) -> int:
-    text = entry.single(name)
-    number = _digits(name, text, MAX_ID)
-    if number == 0:
-        raise InvalidEntryError(name, text, "0 (root) is never accepted")
-    if number < rules.min_uid:
-        raise InvalidEntryError(name, text, f"below [backup] min_uid {rules.min_uid}")
-    if number > rules.max_uid:
-        raise InvalidEntryError(name, text, f"above [backup] max_uid {rules.max_uid}")
-    if number in system:
-        raise InvalidEntryError(
-            name,
-            text,
-            f"belongs to the system (/etc/{file} or 65534); customer accounts need IDs of "
-            "their own",
-        )
-    return number
-
-
-def _read_home(entry: LdapEntry) -> str | None:
-    home = entry.optional("homeDirectory")
-    if home is not None and ("\0" in home or not home.startswith("/")):
-        raise InvalidEntryError("homeDirectory", home, "not an absolute path")
-    return home
-
-
-def _read_integer(entry: LdapEntry, name: str, maximum: int) -> int | None:
-    text = entry.optional(name)
-    if text is None:
-        return None
-    return _digits(name, text, maximum)
-
-
-def _read_quota(entry: LdapEntry) -> int | None:
-    quota = _read_integer(entry, "sstQuota", MAX_QUOTA_BYTES)
-    if quota == 0:
-        raise InvalidEntryError(
-            "sstQuota", "0", "0 would mean 'unlimited' to the quota command; give bytes (1 up)"
-        )
-    return quota
-
-
-def quota_of(entry: LdapEntry) -> int | None:
-    """The entry's sstQuota in bytes, or None when it has none or an unusable one (never raises).
-
-    For readers that only report (the snapshot run's usage), not for the work.
-    """
-    try:
-        return _read_quota(entry)
-    except InvalidEntryError:
-        return None
-
-
-def _read_active(entry: LdapEntry) -> bool | None:
-    text = entry.optional("sstIsActive")
-    if text is None:
-        return None
-    if text.upper() == "TRUE":
-        return True
-    if text.upper() == "FALSE":
-        return False
-    raise InvalidEntryError("sstIsActive", text, "expected TRUE or FALSE")

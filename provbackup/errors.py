@@ -77,6 +77,17 @@ class LockHeldError(ProvbackupError):
     exit_code = EXIT_LOCKED
 
 
+class FaultRepeatedError(ProvbackupError):
+    """A run ended with the fault already reported a moment ago (exit 79).
+
+    Raised from the real error by the run lifecycle (``cli/lifecycle.py``)
+    once the status file holds that error; the lifecycle's ``command()``
+    turns it into the exit code quietly (it was logged as a warning).
+    """
+
+    exit_code = EXIT_FAULT_REPEATED
+
+
 class NotFoundError(ProvbackupError):
     """The entry asked for does not exist (exit 1)."""
 

@@ -52,50 +52,12 @@ def open_connection(config: LdapConfig, uri: str) -> ldap3.Connection:
         valid_names=["*"],
     )
     try:
-        server = ldap3.Server(
-            uri,
-            use_ssl=scheme == "ldaps",
-            tls=tls,
-            get_info=ldap3.NONE,
-            connect_timeout=config.timeout,
-        )
-        connection = ldap3.Connection(
-            server,
-            user=config.bind_dn,
-            password=config.bind_password,
-            auto_bind=ldap3.AUTO_BIND_NONE,
-            raise_exceptions=False,
-            # ldap3 packs it into SO_RCVTIMEO as an integer.
-            receive_timeout=max(1, round(config.timeout + 0.499)),
-            auto_escape=False,
-            # No schema is read (get_info=NONE), so ldap3 has no names to check: what
-            # check_names still does is re-parse and re-escape every DN on the client
-            # (refusing "uid=x, ou=y" that slapd accepts) and format every value we
-            # never read (raw_attributes only). Off, DNs go out as the server sent them
-            # or the user gave them, and a burst is about 10% faster (docs/performance.md).
-            check_names=False,
-            return_empty_attributes=False,
-            read_only=False,
-        )
+        connection = _connection(config, uri, use_ssl=scheme == "ldaps", tls=tls)
         connection.open()
         if scheme == "ldaps":
             _check_names(connection, uri)
         if config.start_tls and scheme == "ldap":
-            try:
-                started = connection.start_tls()
-            except ldap_exceptions.LDAPStartTLSError as error:
-                raise ConnectFailed(
-                    f"{uri}: StartTLS failed: {_describe(error)}",
-                    deterministic=_is_deterministic(error),
-                ) from None
-            if not started:
-                result = connection.result or {}
-                raise ConnectFailed(
-                    f"{uri}: the server refused StartTLS ({result.get('description')}); "
-                    "configure TLS on the server, use ldaps://, or set [ldap] start_tls = no "
-                    "for a trusted local link",
-                    deterministic=True,
-                )
+            _start_tls(connection, uri)
             _check_names(connection, uri)
     except ConnectFailed:
         raise
@@ -105,6 +67,60 @@ def open_connection(config: LdapConfig, uri: str) -> ldap3.Connection:
         ) from None
     except _GARBLED as error:
         raise ConnectFailed(_not_ldap(uri, error)) from None
+    _bind(connection, config, uri)
+    return connection
+
+
+def _connection(config: LdapConfig, uri: str, *, use_ssl: bool, tls: ldap3.Tls) -> ldap3.Connection:
+    """The unopened connection to ``uri``: timeouts, credentials, no schema, no name checks."""
+    server = ldap3.Server(
+        uri,
+        use_ssl=use_ssl,
+        tls=tls,
+        get_info=ldap3.NONE,
+        connect_timeout=config.timeout,
+    )
+    return ldap3.Connection(
+        server,
+        user=config.bind_dn,
+        password=config.bind_password,
+        auto_bind=ldap3.AUTO_BIND_NONE,
+        raise_exceptions=False,
+        # ldap3 packs it into SO_RCVTIMEO as an integer.
+        receive_timeout=max(1, round(config.timeout + 0.499)),
+        auto_escape=False,
+        # No schema is read (get_info=NONE), so ldap3 has no names to check: what
+        # check_names still does is re-parse and re-escape every DN on the client
+        # (refusing "uid=x, ou=y" that slapd accepts) and format every value we
+        # never read (raw_attributes only). Off, DNs go out as the server sent them
+        # or the user gave them, and a burst is about 10% faster (docs/performance.md).
+        check_names=False,
+        return_empty_attributes=False,
+        read_only=False,
+    )
+
+
+def _start_tls(connection: ldap3.Connection, uri: str) -> None:
+    """Upgrade the open ``connection`` with StartTLS; raise ConnectFailed when it cannot be."""
+    try:
+        started = connection.start_tls()
+    except ldap_exceptions.LDAPStartTLSError as error:
+        raise ConnectFailed(
+            f"{uri}: StartTLS failed: {_describe(error)}",
+            deterministic=_is_deterministic(error),
+        ) from None
+    if not started:
+        result = connection.result or {}
+        raise ConnectFailed(
+            f"{uri}: the server refused StartTLS ({result.get('description')}); "
+            "configure TLS on the server, use ldaps://, or set [ldap] start_tls = no "
+            "for a trusted local link",
+            deterministic=True,
+        )
+
+
+def _bind(connection: ldap3.Connection, config: LdapConfig, uri: str) -> None:
+    """Bind ``connection``; raise BindRefused (invalid credentials) or ConnectFailed."""
     try:
         bound = connection.bind()
     except (ldap_exceptions.LDAPException, OSError) as error:
@@ -113,24 +129,24 @@ def open_connection(config: LdapConfig, uri: str) -> ldap3.Connection:
         ) from None
     except _GARBLED as error:
         raise ConnectFailed(_not_ldap(uri, error)) from None
-    if not bound:
-        result = connection.result or {}
-        code = result.get("result")
-        password = _password_source(config)
-        if code == INVALID_CREDENTIALS:
-            raise BindRefused(
-                f"LDAP server {uri} refused the bind as {config.bind_dn!r}: invalid credentials "
-                f"(check [ldap] bind_dn and {password})"
-            )
-        message = result.get("message")
-        raise ConnectFailed(
-            f"{uri}: bind as {config.bind_dn or 'anonymous'!r} refused: "
-            f"{result.get('description')}"
-            + (f" ({message})" if message else "")
-            + (f"; check {password}" if code in _DETERMINISTIC_BIND_RESULTS else ""),
-            deterministic=code in _DETERMINISTIC_BIND_RESULTS,
+    if bound:
+        return
+    result = connection.result or {}
+    code = result.get("result")
+    password = _password_source(config)
+    if code == INVALID_CREDENTIALS:
+        raise BindRefused(
+            f"LDAP server {uri} refused the bind as {config.bind_dn!r}: invalid credentials "
+            f"(check [ldap] bind_dn and {password})"
         )
-    return connection
+    message = result.get("message")
+    raise ConnectFailed(
+        f"{uri}: bind as {config.bind_dn or 'anonymous'!r} refused: "
+        f"{result.get('description')}"
+        + (f" ({message})" if message else "")
+        + (f"; check {password}" if code in _DETERMINISTIC_BIND_RESULTS else ""),
+        deterministic=code in _DETERMINISTIC_BIND_RESULTS,
+    )
 
 
 def _check_names(connection: ldap3.Connection, uri: str) -> None:

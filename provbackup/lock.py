@@ -1,4 +1,4 @@
-"""The run lock: one ``process`` at a time on this host.
+"""The run lock: one ``process`` (or one run of a named command) at a time on this host.
 
 The lock is an advisory ``flock`` on ``[run] lock_file``, so the kernel
 frees it when the holder dies, even by SIGKILL: a stale lock never blocks
@@ -19,7 +19,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from provbackup.errors import LockHeldError, ProvbackupError
@@ -82,30 +82,32 @@ def _open_lock_file(lock_file: Path) -> int:
     return fd
 
 
-def _take(fd: int, wait: float) -> bool:
+def _take(fd: int, wait: float, give_up: Callable[[], bool]) -> bool:
     deadline = time.monotonic() + max(wait, 0)
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return True
         except BlockingIOError:
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or give_up():
                 return False
             time.sleep(POLL_SECONDS)
 
 
 @contextlib.contextmanager
-def run_lock(lock_file: Path, wait: float = 0) -> Iterator[None]:
+def run_lock(
+    lock_file: Path, wait: float = 0, give_up: Callable[[], bool] = lambda: False
+) -> Iterator[None]:
     """Hold the run lock for the duration of the ``with`` block.
 
-    Takes the lock file path and how many seconds to wait for it (0: fail
-    at once). Raises LockHeldError naming the holder's PID when another
-    run keeps it, ProvbackupError when the lock file cannot be created or
-    is a symlink.
+    Takes the lock file path, how many seconds to wait for it (0: fail at
+    once) and what ends the wait early (a stop signal). Raises
+    LockHeldError naming the holder's PID when another run keeps it,
+    ProvbackupError when the lock file cannot be created or is a symlink.
     """
     fd = _open_lock_file(lock_file)
     try:
-        if not _take(fd, wait):
+        if not _take(fd, wait, give_up):
             pid = holder_pid(lock_file)
             holder = f" (PID {pid})" if pid else ""
             raise LockHeldError(

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 class FailedEntry(Protocol):
-    """What the mail needs of a failed entry (``process.EntryOutcome``)."""
+    """What the mail needs of a failed entry (:class:`provbackup.outcomes.EntryOutcome`)."""
 
     dn: str
     uid: str | None
@@ -124,14 +124,14 @@ def send_failure_mail(mail: MailConfig, report: FailureReport, hostname: str) ->
         log.debug("%d entries failed; no mail sent: [mail] to is not set", len(failed))
         return False
     try:
-        return _send(mail, _message(mail, report, failed, hostname))
+        return deliver(mail, _message(mail, report, failed, hostname))
     except Exception as error:
         # The mail must never turn a run into a crash, whatever went wrong.
         log.warning(
             "failure mail not sent via %s:%d: %s",
             mail.host,
             mail.port,
-            _describe(error),
+            describe(error),
         )
         log.debug("failure mail", exc_info=True)
         return False
@@ -156,15 +156,17 @@ def _message(
     return message
 
 
-def _send(mail: MailConfig, message: EmailMessage) -> bool:
-    """Deliver ``message`` over SMTP; returns True when a recipient took it.
+def deliver(mail: MailConfig, message: EmailMessage, what: str = "failure mail") -> bool:
+    """Deliver ``message`` over the ``[mail]`` SMTP server; returns True when a recipient took it.
 
-    Raises smtplib.SMTPException or OSError (ssl.SSLError included) for the
-    caller to log; returns False itself only when it refuses to log in
-    without TLS.
+    ``what`` names the mail in log lines. Recipients are the message's
+    To header. Raises smtplib.SMTPException or OSError (ssl.SSLError
+    included) for the caller to log (:func:`describe` words it); returns
+    False itself only when it refuses to log in without TLS.
     """
     import smtplib
     import ssl
+    from email.utils import getaddresses
 
     where = f"{mail.host}:{mail.port}"
     with smtplib.SMTP(mail.host, mail.port, timeout=mail.timeout) as smtp:
@@ -179,8 +181,9 @@ def _send(mail: MailConfig, message: EmailMessage) -> bool:
             if not encrypted:
                 reason = "the server does not offer STARTTLS" if mail.starttls else "starttls = no"
                 log.warning(
-                    "failure mail not sent via %s: %s, and the [mail] username and password "
+                    "%s not sent via %s: %s, and the [mail] username and password "
                     "are only ever sent encrypted",
+                    what,
                     where,
                     reason,
                 )
@@ -188,26 +191,27 @@ def _send(mail: MailConfig, message: EmailMessage) -> bool:
             smtp.login(mail.username, mail.password or "")
         elif mail.starttls and not encrypted:
             log.warning(
-                "%s does not offer STARTTLS: sending the failure mail unencrypted "
+                "%s does not offer STARTTLS: sending the %s unencrypted "
                 "(set [mail] starttls = no if that is expected)",
                 where,
+                what,
             )
         refused = smtp.send_message(message)
     if refused:
         log.warning(
-            "failure mail refused for %s by %s",
+            "%s refused for %s by %s",
+            what,
             ", ".join(
                 f"{address} ({code} {_text(reply)})" for address, (code, reply) in refused.items()
             ),
             where,
         )
-    log.info(
-        "failure mail sent to %s via %s", ", ".join(sorted(set(mail.to) - set(refused))), where
-    )
+    recipients = [address for _name, address in getaddresses(message.get_all("To", []))]
+    log.info("%s sent to %s via %s", what, ", ".join(sorted(set(recipients) - set(refused))), where)
     return True
 
 
-def _describe(error: BaseException) -> str:
+def describe(error: BaseException) -> str:
     """A one-line reason for ``error``, from the server's reply where there is one."""
     import smtplib
 

@@ -57,6 +57,9 @@ def scan_table(rows: Iterable[Any]) -> str:
             status += f" ({row.return_value})"
         if row.problem:
             status += f": {row.problem}"
+        held = getattr(row, "held", None)
+        if held and held != "held by this server":
+            status += f" ({held})"
         table.append([row.uid, row.mode, row.date, status, row.dn])
     if not table:
         return "no entries need attention"
@@ -96,6 +99,15 @@ def show_table(view: Any) -> str:
             )
             rows.append([name, item.get("type"), owner, item.get("mode"), item.get("path")])
         text += "\n\n" + _tabulate(rows, ["path", "type", "owner", "mode", "location"])
+    warnings = dict(getattr(view, "warnings", None) or {})
+    states = warnings.pop("states", None)
+    if warnings:
+        rows = [[key, escape_control(str(_plain(value)))] for key, value in warnings.items()]
+        text += "\n\nwarnings\n" + _tabulate(rows, [])
+        if isinstance(states, dict):
+            text += "\n" + _tabulate([[key, value] for key, value in states.items()], [])
+        elif states:
+            text += f"\nstates: {states}"
     return text
 
 

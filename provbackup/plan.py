@@ -3,8 +3,11 @@
 Everything here is pure: paths, the rsnapshot configuration text, the quota
 command and the expected ownership are derived from the validated
 :class:`~provbackup.model.Account` and the configuration, without touching
-the filesystem. :mod:`provbackup.work` applies an :class:`AccountPlan`;
-``process --dry-run`` prints :func:`describe` of it.
+the filesystem. The engine ``[backup] engine`` selects gives its part (the
+quota command or its note, its dry-run lines) and travels with the plan, so
+the work calls it without knowing which one it is. :mod:`provbackup.work`
+applies an :class:`AccountPlan`; ``process --dry-run`` prints
+:func:`describe` of it.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provbackup.config import Config
-from provbackup.engines import ENGINE_BTRFS
+from provbackup.engines import Engine, select_engine
 from provbackup.logs import escape_control
 from provbackup.model import ROOT_ID, Account, Verb, owner_text
 from provbackup.paths import (
@@ -89,7 +92,8 @@ class AccountPlan:
     (``rsnapshot.conf``, or ``rsnapshot.conf.inactive`` for an inactive
     account) and ``stale_conf_path``, the other name, is removed.
     ``quota_argv`` is None when no quota command runs; ``quota_note`` says
-    why or what it sets. ``quarantine_days`` applies to delete.
+    why or what it sets (both the engine's). ``quarantine_days`` applies to
+    delete. ``engine`` is the selected engine, whose operations the work calls.
     """
 
     account: Account
@@ -105,15 +109,18 @@ class AccountPlan:
     quota_note: str
     jail_template: Path | None
     quarantine_days: int
-    engine: str = "rsnapshot"
+    engine: Engine
 
 
-def build_plan(account: Account, verb: Verb, config: Config) -> AccountPlan:
+def build_plan(
+    account: Account, verb: Verb, config: Config, *, engine: Engine | None = None
+) -> AccountPlan:
     """Compute the work of ``verb`` for ``account``, as the gate admitted it.
 
     Pure and validation-free: ``account`` is trusted (see
     :func:`provbackup.entry.read_account`); the configuration gives the
-    rsync path, the quota command and the quarantine. Returns the
+    rsync path, the engine (its quota; ``engine`` another one, for a
+    command working across engines) and the quarantine. Returns the
     :class:`AccountPlan`.
     """
     paths = account.paths
@@ -139,10 +146,8 @@ def build_plan(account: Account, verb: Verb, config: Config) -> AccountPlan:
         if active
         else (paths.rsnapshot_conf_inactive, paths.rsnapshot_conf)
     )
-    if config.backup.engine == ENGINE_BTRFS:
-        quota_argv, quota_note = None, _qgroup_note(verb, quota_bytes)
-    else:
-        quota_argv, quota_note = _quota(account, quota_bytes, config)
+    engine = engine or select_engine(config)
+    quota_argv, quota_note = engine.plan_quota(account, verb, quota_bytes, config)
     return AccountPlan(
         account=account,
         verb=verb,
@@ -157,7 +162,7 @@ def build_plan(account: Account, verb: Verb, config: Config) -> AccountPlan:
         quota_note=quota_note,
         jail_template=config.backup.jail_template,
         quarantine_days=config.delete.quarantine_days,
-        engine=config.backup.engine,
+        engine=engine,
     )
 
 
@@ -225,11 +230,7 @@ def describe(plan: AccountPlan) -> list[str]:
     for spec in plan.directories:
         owner = owner_text(spec.uid, spec.gid)
         lines.append(f"directory {spec.path} {owner} {spec.mode:04o} ({spec.purpose})")
-    if plan.engine == ENGINE_BTRFS:
-        lines.append(
-            f"{paths.incoming} a btrfs subvolume in its own qgroup 1/<subvolume id> "
-            "([backup] engine = btrfs)"
-        )
+    lines += plan.engine.describe(paths)
     if plan.jail_template is not None:
         lines.append(
             f"link jail template {plan.jail_template} into {paths.chroot} "
@@ -285,43 +286,3 @@ def _directories(paths: AccountPaths, account: Account) -> tuple[DirectorySpec, 
         DirectorySpec(paths.ssh, account.uid_number, gid, USER_DIRECTORY_MODE, "ssh keys"),
         DirectorySpec(paths.snapshots, ROOT_ID, gid, SNAPSHOTS_MODE, "snapshots"),
     )
-
-
-def _qgroup_note(verb: Verb, quota_bytes: int | None) -> str:
-    if verb is Verb.DELETE:
-        return "quota: the account's btrfs qgroup goes with its subvolumes"
-    if quota_bytes is None:
-        return "quota: btrfs qgroup of incoming/ and its snapshots, no limit (no sstQuota)"
-    return f"quota: btrfs qgroup of incoming/ and its snapshots limited to {quota_bytes} bytes"
-
-
-def inode_limit(quota_bytes: int, inodes_per_gib: int) -> int:
-    """The number of files (inodes) a quota of ``quota_bytes`` allows, rounded up.
-
-    0 for a quota of 0 (delete: no limit left) or a ratio of 0 (inode limits
-    off); otherwise at least 1, so a small quota never means "unlimited".
-    """
-    return -(-quota_bytes * inodes_per_gib // 2**30)
-
-
-def _quota(
-    account: Account, quota_bytes: int | None, config: Config
-) -> tuple[tuple[str, ...] | None, str]:
-    template = config.quota.command
-    if template is None:
-        return None, "quota: not set ([quota] command is empty)"
-    if quota_bytes is None:
-        return None, "quota: left unchanged (the entry has no sstQuota)"
-    # Without [quota] filesystem the backup root is taken: it is normally the mount point.
-    values = {
-        "uid": account.uid,
-        "uidnumber": str(account.uid_number),
-        "gidnumber": str(account.gid_number),
-        "quota_bytes": str(quota_bytes),
-        "quota_kib": str(-(-quota_bytes // 1024)),
-        "inode_limit": str(inode_limit(quota_bytes, config.quota.inodes_per_gib)),
-        "filesystem": config.quota.filesystem or str(config.backup.root),
-    }
-    # The placeholders were checked when the configuration was loaded.
-    argv = tuple(word.format(**values) for word in template)
-    return argv, f"quota: set to {quota_bytes} bytes ({values['quota_kib']} KiB)"

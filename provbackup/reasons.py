@@ -23,9 +23,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from provbackup.actions.report import EntryOutcome
 from provbackup.jsonfile import write_json
 from provbackup.model import Outcome, Request
+from provbackup.outcomes import EntryOutcome
 
 log = logging.getLogger(__name__)
 

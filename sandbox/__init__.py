@@ -4,7 +4,9 @@ Not part of the installed product: its own package at the top of the
 checkout, like python-ldap's slapdtest, using the checkout's ``schema/`` and
 ``examples/``. One module per job:
 
-- :mod:`sandbox.slapd`: :class:`Slapd`, the server's life cycle;
+- :mod:`sandbox.slapd`: :class:`Slapd`, the server's life cycle, and
+  :func:`mirror_pair`, two providers replicating each other (syncprov +
+  mirror mode; off by default: one plain server);
   :mod:`sandbox.configuration` writes its ``slapd.conf``,
   :mod:`sandbox.processes` runs and reaps the processes;
 - :mod:`sandbox.acl`: the example ACL ``examples/slapd-acl.conf`` as a sandbox
@@ -58,7 +60,13 @@ from sandbox.locations import (
     stoney_schema_path,
 )
 from sandbox.processes import SandboxError, free_port
-from sandbox.slapd import DEFAULT_BIND_PASSWORD, DEFAULT_INDEXES, DEFAULT_ROOT_PASSWORD, Slapd
+from sandbox.slapd import (
+    DEFAULT_BIND_PASSWORD,
+    DEFAULT_INDEXES,
+    DEFAULT_ROOT_PASSWORD,
+    Slapd,
+    mirror_pair,
+)
 
 __all__ = [
     "ACCOUNTS_RDNS",
@@ -90,6 +98,7 @@ __all__ = [
     "make_certificate_authority",
     "make_server_certificate",
     "make_unrelated_certificate_authority",
+    "mirror_pair",
     "provbackup_schema_path",
     "stoney_schema_path",
 ]

@@ -31,6 +31,73 @@ class ServerSettings:
     indexes: Sequence[str]
     acl: str | None = None
     tls: TlsFiles | None = None
+    sync: SyncSettings | None = None
+    replication: Replication | None = None
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    """Content synchronisation for ``provbackup watch``: the syncprov overlay, maybe a consumer.
+
+    ``consumer_of`` (a provider's URI, bound as ``bind_dn``/``credentials``)
+    makes this server a read-only consumer of that provider (syncrepl
+    refreshAndPersist, retried every second) that serves sync searches
+    itself (syncprov). Off by default: a sandbox without it is one plain
+    server, as before.
+    """
+
+    consumer_of: str | None = None
+    bind_dn: str = ""
+    credentials: str = ""
+
+
+def sync_lines(sync: SyncSettings, suffix: str) -> tuple[list[str], list[str]]:
+    """The global and database lines of ``sync``: syncprov (and the consumer's syncrepl)."""
+    database_lines = ["", "# content synchronisation (provbackup watch)"]
+    if sync.consumer_of:
+        database_lines += [
+            f"syncrepl rid=101 provider={sync.consumer_of} bindmethod=simple "
+            f'binddn="{sync.bind_dn}" credentials={sync.credentials} '
+            f'searchbase="{suffix}" type=refreshAndPersist retry="1 +" timeout=3 '
+            "network-timeout=3",
+        ]
+    database_lines += ["index entryCSN,entryUUID eq", "overlay syncprov",
+                       "syncprov-checkpoint 100 1", "syncprov-sessionlog 1000"]  # fmt: skip
+    return ["moduleload syncprov"], database_lines
+
+
+@dataclass(frozen=True)
+class Replication:
+    """One provider's half of a two-provider (mirror mode) pair: its ID and its peer.
+
+    ``server_id`` is this server's ``serverID`` (1..4095), ``peer_uri`` the
+    other provider it replicates from (syncrepl refreshAndPersist, bound as
+    ``bind_dn``/``credentials``, the peer's rootdn). Off by default: a
+    sandbox without it is one plain server, as before.
+    """
+
+    server_id: int
+    peer_uri: str
+    bind_dn: str
+    credentials: str
+
+
+def replication_lines(replication: Replication, suffix: str) -> tuple[list[str], list[str]]:
+    """The global and database lines of ``replication``: serverID, syncrepl, syncprov."""
+    global_lines = [f"serverID {replication.server_id}", "moduleload syncprov"]
+    database_lines = [
+        "",
+        "# a two-provider pair: syncprov for the peer, syncrepl from it, mirror mode",
+        f"syncrepl rid={replication.server_id:03d} provider={replication.peer_uri} "
+        f'bindmethod=simple binddn="{replication.bind_dn}" credentials={replication.credentials} '
+        f'searchbase="{suffix}" type=refreshAndPersist retry="1 +" timeout=3 '
+        "network-timeout=3",
+        "multiprovider on",
+        "index entryCSN,entryUUID eq",
+        "overlay syncprov",
+        "syncprov-checkpoint 100 1",
+    ]
+    return global_lines, database_lines
 
 
 def slapd_conf(settings: ServerSettings) -> str:
@@ -50,6 +117,16 @@ def slapd_conf(settings: ServerSettings) -> str:
         "loglevel none",
         *limits,
     ]
+    sync_database: list[str] = []
+    if settings.sync and not settings.replication:  # a mirror-mode provider has syncprov
+        sync_global, sync_database = sync_lines(settings.sync, settings.suffix)
+        lines += sync_global
+    replication_database: list[str] = []
+    if settings.replication:
+        replication_global, replication_database = replication_lines(
+            settings.replication, settings.suffix
+        )
+        lines += replication_global
     if settings.tls:
         lines += [
             f"TLSCACertificateFile {settings.tls.ca_certificate}",
@@ -75,4 +152,6 @@ def slapd_conf(settings: ServerSettings) -> str:
     else:
         lines += [*limits, "limits * size=unlimited time=unlimited"]
     lines += [f"index {index}" for index in indexes]
+    # the overlay last: what follows it would configure it
+    lines += sync_database + replication_database
     return "\n".join(lines) + "\n"

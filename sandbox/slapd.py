@@ -23,7 +23,7 @@ from sandbox.certificates import (
     make_unrelated_certificate_authority,
     server_tls_files,
 )
-from sandbox.configuration import ServerSettings, slapd_conf
+from sandbox.configuration import Replication, ServerSettings, SyncSettings, slapd_conf
 from sandbox.entries import (
     ACCOUNTS_RDNS,
     BIND_ACCOUNT_RDNS,
@@ -96,6 +96,8 @@ class Slapd:
         debug_level: str = "none",
         start_timeout: float = 10.0,
         die_with_parent: bool = True,
+        syncprov: bool = False,
+        consumer_of: Slapd | None = None,
     ) -> None:
         """Describe a sandbox; nothing is written or started yet.
 
@@ -124,6 +126,11 @@ class Slapd:
             die_with_parent: have Linux terminate slapd when the thread that
                 started it dies (PR_SET_PDEATHSIG), so a killed test run leaves
                 no server behind. Turn off when starting from a short-lived thread.
+            syncprov: load the syncprov overlay (RFC 4533 content synchronisation,
+                what ``provbackup watch`` follows).
+            consumer_of: make this server a read-only consumer of that provider
+                (syncrepl refreshAndPersist bound as its rootdn), serving sync
+                searches itself (implies ``syncprov``); start the provider first.
 
         Raises:
             FileNotFoundError: a schema file, the example ACL or the slapd program
@@ -158,6 +165,14 @@ class Slapd:
         self.ca_file: Path | None = self.directory / "tls" / "ca.crt" if tls else None
         self._process: subprocess.Popen[bytes] | None = None
         self._prepared = False
+        self.sync: SyncSettings | None = None
+        if consumer_of is not None:
+            provider = consumer_of
+            self.sync = SyncSettings(provider.uri, provider.root_dn, provider.root_password)
+        elif syncprov:
+            self.sync = SyncSettings()
+        # Set by mirror_pair (before the first start): one provider of a replicated pair.
+        self.replication: Replication | None = None
 
     # -- names ---------------------------------------------------------------
 
@@ -241,7 +256,8 @@ class Slapd:
             root_dn=self.root_dn, root_password=self.root_password,
             database_directory=self.database_directory, max_size=self.max_size,
             indexes=self.indexes, acl=self._acl_text,
-            tls=self._server_tls() if self.tls else None,
+            tls=self._server_tls() if self.tls else None, replication=self.replication,
+            sync=self.sync,
         )  # fmt: skip
         self.config_file.write_text(slapd_conf(settings))
         self._prepared = True
@@ -300,6 +316,14 @@ class Slapd:
             command, self.log_file, probe=(self.uri, self.root_dn, self.root_password),
             timeout=self.start_timeout, die_with_parent=self.die_with_parent,
         )  # fmt: skip
+
+    def kill(self) -> None:
+        """Kill slapd with SIGKILL at once (a crashed provider); the database is kept."""
+        if self._process is None:
+            return
+        self._process.kill()
+        self._process.wait()
+        self._process = None
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop slapd: SIGTERM, wait up to ``timeout`` seconds, then SIGKILL.
@@ -442,3 +466,30 @@ class Slapd:
             return data.delete_below(connection, self.accounts_dn)
         finally:
             connection.unbind()
+
+
+def mirror_pair(directory: str | os.PathLike[str], **options: Any) -> tuple[Slapd, Slapd]:
+    """Describe two providers replicating each other (syncprov + mirror mode); nothing started.
+
+    Each lives in ``<directory>/provider1`` and ``<directory>/provider2`` on
+    fixed free ports, has its own ``serverID`` (1, 2) and a syncrepl
+    (refreshAndPersist, retried every second) from the other, bound as the
+    peer's rootdn. ``options`` go to both :class:`Slapd` (``acl``, ``tls``,
+    ...). Start both (either order), then add the base on one of them: it
+    reaches the other by replication. A write to either reaches the other
+    within milliseconds while both run; a stopped or killed provider
+    catches up when started again (same ports, same data).
+
+    Returns:
+        The two servers, not started.
+    """
+    root = Path(directory)
+    first, second = (
+        Slapd(root / f"provider{number}", port=free_port(), **options) for number in (1, 2)
+    )
+    for number, (server, peer) in enumerate(((first, second), (second, first)), start=1):
+        server.replication = Replication(
+            server_id=number, peer_uri=peer.uri, bind_dn=peer.root_dn,
+            credentials=peer.root_password,
+        )  # fmt: skip
+    return first, second

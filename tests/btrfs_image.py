@@ -126,7 +126,7 @@ def _run(*argv: str) -> None:
 
 def subvolume_ids(mount: Path) -> set[int]:
     """The ids of every subvolume below the filesystem's top (5), walked with a list."""
-    from provbackup.engines import btrfs_ioctl
+    from provbackup.work import btrfs_ioctl
 
     fd = os.open(mount, os.O_RDONLY | os.O_DIRECTORY)
     try:

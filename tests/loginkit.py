@@ -16,7 +16,7 @@ import shlex
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,12 +125,16 @@ def relax_home_owner() -> None:
     CHROOTSH_INI.write_text(text)
 
 
-def write_extrausers(users: Sequence[tuple[str, int, int, str, str]]) -> None:
+def write_extrausers(
+    users: Sequence[tuple[str, int, int, str, str]], shells: Mapping[str, str] | None = None
+) -> None:
     """Write /var/lib/extrausers: (name, uidNumber, gidNumber, home, shadow hash) per user.
 
-    The login shell is jk_chrootsh, as nslcd's ``map passwd loginShell`` serves it.
+    The login shell is jk_chrootsh, as nslcd's ``map passwd loginShell`` serves it,
+    unless ``shells`` names another for a user (a non-customer such as the operator).
     """
-    passwd = "".join(f"{n}:x:{u}:{g}::{h}:{CHROOTSH}\n" for n, u, g, h, _ in users)
+    shell = dict(shells or {})
+    passwd = "".join(f"{n}:x:{u}:{g}::{h}:{shell.get(n, CHROOTSH)}\n" for n, u, g, h, _ in users)
     group = "".join(f"{n}:x:{g}:\n" for n, _, g, _, _ in users)
     shadow = "".join(f"{n}:{s}:19000:0:99999:7:::\n" for n, _, _, _, s in users)
     (EXTRAUSERS / "passwd").write_text(passwd)

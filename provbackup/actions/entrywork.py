@@ -1,7 +1,7 @@
 """One entry's turn in a ``process`` run: claim → work → write back.
 
 :class:`EntryWorker` takes an entry the gate has read (a :class:`Due`) and
-returns its :class:`~provbackup.actions.report.EntryOutcome`. Where the
+returns its :class:`~provbackup.outcomes.EntryOutcome`. Where the
 entry was when LDAP went away is carried by the exception raised in that
 phase (:class:`LostWhileClaiming`, :class:`LostWhileFinishing`,
 :class:`LostWhileRecording`), which :meth:`EntryWorker.handle` turns into
@@ -17,10 +17,10 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 
-from provbackup import state, work
+from provbackup import locality, state, work
 from provbackup.accountlock import AccountBusyError, account_lock, account_lock_path
 from provbackup.actions.common import Clock
-from provbackup.actions.report import EntryOutcome
+from provbackup.claimcheck import ClaimVerifier
 from provbackup.config import Config
 from provbackup.directory import LdapDirectory, ModifyResult
 from provbackup.entry import LdapEntry
@@ -33,9 +33,12 @@ from provbackup.errors import (
     ProvbackupError,
 )
 from provbackup.model import RETURN_VALUE, Account, Changes, Outcome, Request, Verb, timestamp
+from provbackup.outcomes import EntryOutcome
 from provbackup.plan import build_plan, describe
 
 log = logging.getLogger(__name__)
+
+OBJECT_CLASS_VIOLATION = 65
 
 
 @dataclass(frozen=True)
@@ -114,15 +117,28 @@ class LostWhileRecording(_Lost):
 class EntryWorker:
     """Claims, works on and writes back one due entry at a time, for one run.
 
-    Takes the configuration, the bound directory, ``dry_run`` and the
-    run's clock. Use as a context manager (it owns the run's work session).
+    Takes the configuration, the bound directory, ``dry_run``, the run's
+    clock and the ``writer`` every claim and write-back goes to (``[ldap]
+    claim_uri``; default ``directory``). Use as a context manager (it owns
+    the run's work session).
     """
 
     def __init__(
-        self, config: Config, directory: LdapDirectory, *, dry_run: bool, clock: Clock
+        self,
+        config: Config,
+        directory: LdapDirectory,
+        *,
+        dry_run: bool,
+        clock: Clock,
+        writer: LdapDirectory | None = None,
     ) -> None:
         self.config = config
         self.directory = directory
+        self.writer = writer or directory
+        # Claims that may fail over (claim_uri lists several): read back before the work.
+        ldap = config.ldap
+        verify = len(ldap.claim_uris) > 1 and ldap.claim_verify_timeout > 0 and not dry_run
+        self.verifier = ClaimVerifier(config, self.writer.uri) if verify else None
         self.dry_run = dry_run
         self.clock = clock
         self.session = work.WorkSession(config)
@@ -132,6 +148,8 @@ class EntryWorker:
 
     def __exit__(self, *exception: object) -> None:
         self.session.close()
+        if self.verifier is not None:
+            self.verifier.__exit__()
 
     def handle(self, item: Due) -> EntryOutcome:
         """Do one entry; returns its outcome.
@@ -195,7 +213,7 @@ class EntryWorker:
             # Recording 10 over it would repair the entry behind the web shop's back.
             message += f" (not recorded: {RETURN_VALUE} itself is malformed; reported every run)"
         elif not self.dry_run:
-            written = self.directory.modify(entry.dn, state.invalid_changes(request))
+            written = self.writer.modify(entry.dn, state.invalid_changes(request))
             if written.ok:
                 message += f" (recorded as return value {RETURN_INVALID_ENTRY}; reported once)"
             else:
@@ -206,7 +224,10 @@ class EntryWorker:
 
     def _handle(self, item: Due) -> EntryOutcome:
         dn, verb, uid = item.dn, item.verb, item.request.uid
-        claim = self._modify(item, state.claim_changes(item.request), LostWhileClaiming)
+        # An add (or a modify of an account from before) also records this server in the entry.
+        recorded = locality.claim_extra(verb, item.entry, self.config)
+        changes = {**state.claim_changes(item.request), **recorded}
+        claim = self._modify(item, changes, LostWhileClaiming)
         if not claim.ok:
             if claim.conflict:
                 log.info("%s: claimed or changed by someone else, skipped", dn)
@@ -218,9 +239,19 @@ class EntryWorker:
             # of a SINGLE-VALUE attribute, say): name the bad attribute and value too.
             if item.problem is not None:
                 message += f"; the entry is invalid: {item.problem}"
+            if recorded and claim.code == OBJECT_CLASS_VIOLATION:
+                message += (
+                    f"; the entry's object classes do not allow {', '.join(recorded)} "
+                    "([ldap] server_attribute): add the account class or set it empty"
+                )
             log.error("%s: %s", dn, message)
             return EntryOutcome(dn, uid, verb, Outcome.FAILED, message)
         log.info("%s: %s → %s", dn, item.request.mode, verb.in_progress)
+        unconfirmed = self.verifier.confirm(dn, verb) if self.verifier is not None else None
+        if unconfirmed is not None:
+            # Left in progress without a return value (scan: interrupted): never worked twice.
+            log.error("%s: %s", dn, unconfirmed)
+            return EntryOutcome(dn, uid, verb, Outcome.FAILED, unconfirmed)
         if item.account is None:
             assert item.problem is not None
             return self._fail(item, str(item.problem), item.problem.return_value)
@@ -241,6 +272,8 @@ class EntryWorker:
         dn, verb = item.dn, item.verb
         assert item.request.date_attribute is not None
         changes = state.finish_changes(verb, item.request.date_attribute, moment)
+        if verb is Verb.DELETE:  # the account is gone: no server holds it any more
+            changes.update(locality.release_changes(item.entry, self.config))
         finish = self._modify(item, changes, LostWhileFinishing)
         if not finish.ok:
             message = f"work done, but writing {verb.done!r} back failed: {finish.message}"
@@ -253,7 +286,7 @@ class EntryWorker:
         dn, verb = item.dn, item.verb
         log.error("%s: %s failed (return value %d): %s", dn, verb, return_value, message)
         try:
-            written = self.directory.modify(dn, state.failure_changes(verb, return_value))
+            written = self.writer.modify(dn, state.failure_changes(verb, return_value))
         except LdapUnavailableError as error:
             raise LostWhileRecording(error, message) from error
         if not written.ok:
@@ -262,7 +295,7 @@ class EntryWorker:
 
     def _modify(self, item: Due, changes: Changes, lost: type[_Lost]) -> ModifyResult:
         try:
-            return self.directory.modify(item.dn, changes)
+            return self.writer.modify(item.dn, changes)
         except LdapUnavailableError as error:
             raise lost(error) from error
 

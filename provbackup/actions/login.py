@@ -9,9 +9,12 @@ naming the file or setting to fix:
   ``jk_chrootsh.ini`` section that applies to the accounts; an account
   unknown to NSS, or served with another login shell or a homeDirectory
   without ``/./``; ``sshd -T`` for an account showing forwarding allowed,
-  or sftp served inside sshd (``internal-sftp``) without a chroot.
+  sftp served inside sshd (``internal-sftp``) without a chroot, the sshd
+  snippet's Match block not in effect for it, or the snippet changing root's
+  or the operator's settings (:mod:`provbackup.actions.sshd_check`).
 - WARNING: ``fs.protected_hardlinks`` off; sshd cannot be asked (``sshd
-  -T`` failed); no account on disk to check NSS and sshd with.
+  -T`` failed) or the snippet read; no account on disk to check NSS and sshd
+  with.
 
 The account checked is the first one found on disk (every account is
 served by the same NSS and sshd settings).
@@ -28,19 +31,14 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from provbackup.actions.sshd_check import check_sshd
 from provbackup.config import Config
-from provbackup.errors import RETURN_FILESYSTEM, EntryError, WorkError
-from provbackup.work.commands import run_command, tail
+from provbackup.errors import EntryError
 from provbackup.work.jail import find_jails
 from provbackup.work.safe import lstat_entry, open_directory, open_root
 from provbackup.work.session import protected_hardlinks
 
 logger = logging.getLogger(__name__)
-
-SSHD_TIMEOUT = 30.0
-# sshd -T keywords that must read "no" for a backup account (unless DisableForwarding).
-FORWARDING = ("allowtcpforwarding", "allowstreamlocalforwarding", "allowagentforwarding",
-              "x11forwarding")  # fmt: skip
 
 
 @dataclass
@@ -73,7 +71,7 @@ def check_login_setup(config: Config) -> LoginFindings:
         return findings
     findings.account = account
     _check_nss(config, account, findings)
-    _check_sshd(config, account, findings)
+    check_sshd(config, account, findings.critical, findings.warnings)
     return findings
 
 
@@ -186,48 +184,4 @@ def _check_nss(config: Config, account: str, findings: LoginFindings) -> None:
         findings.critical.append(
             f"getent passwd {account} gives the home {entry.pw_dir!r} without '/./': "
             "jk_chrootsh cannot find the jail"
-        )
-
-
-def _check_sshd(config: Config, account: str, findings: LoginFindings) -> None:
-    argv = [config.jail.sshd, "-T", "-f", str(config.jail.sshd_config),
-            "-C", f"user={account},host=localhost,addr=127.0.0.1"]  # fmt: skip
-    try:
-        result = run_command(argv, timeout=SSHD_TIMEOUT, what="sshd -T",
-                             return_value=RETURN_FILESYSTEM)  # fmt: skip
-    except WorkError as error:
-        findings.warnings.append(str(error))
-        return
-    if result.returncode != 0:
-        findings.warnings.append(
-            f"{' '.join(argv)} {result.status_text()}: {tail(result.stderr or result.stdout)}"
-        )
-        return
-    settings: dict[str, list[str]] = {}
-    for line in result.stdout.splitlines():
-        key, _, value = line.partition(" ")
-        settings.setdefault(key.lower(), []).append(value.strip())
-
-    def first(key: str) -> str:
-        return settings.get(key, [""])[0].lower()
-
-    where = f"sshd -T for {account} ({config.jail.sshd_config})"
-    if first("disableforwarding") != "yes":
-        allowed = [key for key in FORWARDING if first(key) not in ("no", "")]
-        if first("permittunnel") not in ("no", ""):
-            allowed.append("permittunnel")
-        if allowed:
-            findings.critical.append(
-                f"{where}: {', '.join(allowed)} allowed: ssh -N -D gets past the jail "
-                "(install the sshd_config.d/provbackup.conf snippet)"
-            )
-    chroot = first("chrootdirectory")
-    sftp = [value for value in settings.get("subsystem", []) if value.split()[:1] == ["sftp"]]
-    internal = any("internal-sftp" in value for value in sftp) or "internal-sftp" in first(
-        "forcecommand"
-    )
-    if internal and chroot in ("none", ""):
-        findings.critical.append(
-            f"{where}: sftp is internal-sftp without ChrootDirectory: it runs outside the jail "
-            "(use Subsystem sftp /usr/lib/openssh/sftp-server)"
         )

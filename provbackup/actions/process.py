@@ -3,9 +3,9 @@
 :func:`process` is the library entry point (like ldap2pg's ``synchronize``):
 it fills the :class:`~provbackup.actions.report.RunReport` it is given and
 returns; it prints nothing and takes no lock. The lock, the signal
-handlers, the status file and the mail belong to the command layer
-(:mod:`provbackup.cli.process`). One entry's failure never stops the run;
-losing LDAP does.
+handlers, the status file and the mail belong to the command layer (the
+run lifecycle, :mod:`provbackup.cli.lifecycle`). One entry's failure
+never stops the run; losing LDAP does.
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ from provbackup import state, work
 from provbackup.actions.common import Clock, find_entries, local_today, search_named, utc_now
 from provbackup.actions.conflicts import refuse_shared_ids
 from provbackup.actions.entrywork import Due, EntryInterrupted, EntryWorker
-from provbackup.actions.report import EntryOutcome, RunReport
+from provbackup.actions.holding import keep_held
+from provbackup.actions.report import RunReport
 from provbackup.config import Config
-from provbackup.directory import LdapDirectory, connect
-from provbackup.engines import ENGINE_BTRFS, btrfs
+from provbackup.directory import LdapDirectory, claim_directory, connect
+from provbackup.engines import select_engine
 from provbackup.entry import Rules, read_account, read_request
 from provbackup.errors import (
     EXIT_ENTRIES_FAILED,
@@ -35,6 +36,7 @@ from provbackup.errors import (
 )
 from provbackup.filters import request_filter
 from provbackup.model import Outcome, Verb
+from provbackup.outcomes import EntryOutcome
 
 log = logging.getLogger(__name__)
 
@@ -81,46 +83,87 @@ def process(
     rules = Rules.from_config(config)
     with (
         connect(config.ldap) as directory,
-        EntryWorker(config, directory, dry_run=options.dry_run, clock=clock) as worker,
+        claim_directory(config.ldap, directory) as writer,
+        EntryWorker(
+            config, directory, dry_run=options.dry_run, clock=clock, writer=writer
+        ) as worker,
     ):
         try:
             check_root(config, dry_run=options.dry_run)
             check_quota_command(config, dry_run=options.dry_run)
-            due = _select(directory, config, options, rules, clock, worker, record)
-            due = _guard_mass_delete(due, config, options.allow_mass_delete, record)
-            if options.limit is not None and len(due) > options.limit:
-                log.info(
-                    "--limit %d: %d due entries left for a later run",
-                    options.limit, len(due) - options.limit,
-                )  # fmt: skip
-                due = due[: options.limit]
+            due = _due(directory, config, options, rules, clock, worker, record)
             if on_selected is not None:
                 on_selected(len(due))
-            for index, item in enumerate(due):
-                stopped = stop_requested()
-                if stopped:
-                    report.stopped_by_signal = stopped
-                    log.warning(
-                        "stopped by %s: %d due entries left untouched for the next run",
-                        stopped, len(due) - index,
-                    )  # fmt: skip
-                    break
-                try:
-                    record(worker.handle(item))
-                except EntryInterrupted as interrupted:
-                    # Say in the report (and so the status file) where the entry in hand
-                    # was left, then end the run: nothing more can be claimed or recorded.
-                    record(interrupted.outcome)
-                    raise
+            _work_on(due, worker, report, record, stop_requested)
             if not options.dry_run and not stop_requested():
                 report.purge = worker.purge_quarantine()
         finally:
             report.ldap = {
                 "searches": directory.searches,
                 "entries_returned": directory.entries_returned,
-                "modifies": directory.modifies,
+                "modifies": directory.modifies
+                + (writer.modifies if writer is not directory else 0),
             }
-    stopped = report.stopped_by_signal or stop_requested()
+    _set_exit_code(report, stop_requested())
+    return report
+
+
+def _due(
+    directory: LdapDirectory,
+    config: Config,
+    options: ProcessOptions,
+    rules: Rules,
+    clock: Clock,
+    worker: EntryWorker,
+    record: Callable[[EntryOutcome], None],
+) -> list[Due]:
+    """The entries this run works on: selected, held by this server, mass deletes held
+    back, ``--limit`` applied."""
+    due = _select(directory, config, options, rules, clock, worker, record)
+    due = keep_held(due, config, record)  # many servers: only what this one holds
+    due = _guard_mass_delete(due, config, options.allow_mass_delete, record)
+    if options.limit is not None and len(due) > options.limit:
+        log.info(
+            "--limit %d: %d due entries left for a later run",
+            options.limit, len(due) - options.limit,
+        )  # fmt: skip
+        due = due[: options.limit]
+    return due
+
+
+def _work_on(
+    due: list[Due],
+    worker: EntryWorker,
+    report: RunReport,
+    record: Callable[[EntryOutcome], None],
+    stop_requested: Callable[[], str | None],
+) -> None:
+    """Hand each due entry to the worker in turn; stop before the next one on a signal.
+
+    Raises the EntryInterrupted of an entry LDAP was lost under, once its
+    outcome is recorded: nothing more can be claimed or recorded.
+    """
+    for index, item in enumerate(due):
+        stopped = stop_requested()
+        if stopped:
+            report.stopped_by_signal = stopped
+            log.warning(
+                "stopped by %s: %d due entries left untouched for the next run",
+                stopped, len(due) - index,
+            )  # fmt: skip
+            return
+        try:
+            record(worker.handle(item))
+        except EntryInterrupted as interrupted:
+            # Say in the report (and so the status file) where the entry in hand
+            # was left, then end the run: nothing more can be claimed or recorded.
+            record(interrupted.outcome)
+            raise
+
+
+def _set_exit_code(report: RunReport, signal_name: str | None) -> None:
+    """Set the exit code of a run that got to its end: stopped (``signal_name``), failed, or 0."""
+    stopped = report.stopped_by_signal or signal_name
     if stopped:
         # The signal may have come during the last entry (or the purge): still a stopped
         # run. 128 + the signal's number, as a shell reports a command the signal ended:
@@ -129,7 +172,6 @@ def process(
         report.exit_code = SIGNAL_EXIT_BASE + signal.Signals[stopped].value
     elif report.failed:
         report.exit_code = EXIT_ENTRIES_FAILED
-    return report
 
 
 def check_root(config: Config, *, dry_run: bool = False) -> None:
@@ -143,12 +185,11 @@ def check_root(config: Config, *, dry_run: bool = False) -> None:
     if problem is not None:
         done = "nothing would be done" if dry_run else "no entry was claimed"
         raise ConfigError(f"{config.source}: [backup] root: {problem}; {done}")
-    if config.backup.engine == ENGINE_BTRFS:
-        try:
-            btrfs.check_backup_root(config.backup.root)
-        except ConfigError as error:
-            done = "nothing would be done" if dry_run else "no entry was claimed"
-            raise ConfigError(f"{config.source}: {error}; {done}") from None
+    try:
+        select_engine(config).check_root(config.backup.root)
+    except ConfigError as error:
+        done = "nothing would be done" if dry_run else "no entry was claimed"
+        raise ConfigError(f"{config.source}: {error}; {done}") from None
 
 
 def check_quota_command(config: Config, *, dry_run: bool = False) -> None:

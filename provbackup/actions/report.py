@@ -1,4 +1,5 @@
-"""What a ``process`` run reports: each entry's outcome, the counts, the status document."""
+"""What a ``process`` run reports: each entry's outcome (:mod:`provbackup.outcomes`), the counts,
+the status document."""
 
 from __future__ import annotations
 
@@ -8,32 +9,8 @@ from datetime import datetime
 from typing import Any
 
 from provbackup.errors import EXIT_OK
-from provbackup.model import Outcome, Verb
-
-
-@dataclass
-class EntryOutcome:
-    """What happened to one entry: its verb (add/modify/delete, None if unknown) and outcome."""
-
-    dn: str
-    uid: str | None
-    verb: Verb | None
-    outcome: Outcome
-    message: str = ""
-    return_value: int | None = None
-    seconds: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        """The entry as the status file holds it (the verb under its public name ``action``)."""
-        return {
-            "dn": self.dn,
-            "uid": self.uid,
-            "action": None if self.verb is None else self.verb.value,
-            "outcome": self.outcome.value,
-            "message": self.message,
-            "return_value": self.return_value,
-            "seconds": self.seconds,
-        }
+from provbackup.model import Outcome
+from provbackup.outcomes import EntryOutcome
 
 
 @dataclass

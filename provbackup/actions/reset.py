@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from provbackup import state
+from provbackup import locality, state
 from provbackup.actions.common import Clock, find_entries, local_today, utc_now
 from provbackup.config import Config
-from provbackup.directory import connect
+from provbackup.directory import claim_directory, connect
 from provbackup.entry import read_request
 from provbackup.errors import EntriesFailedError, LockHeldError, UsageError
 from provbackup.lock import holder_pid, lock_is_held
@@ -37,6 +37,7 @@ def reset(
     force: bool = False,
     any_status: bool = False,
     now: bool = False,
+    take_over: bool = False,
     clock: Clock = utc_now,
 ) -> ResetResult:
     """Reset one entry to request ``mode`` (default: the verb of its mode), state 0.
@@ -46,7 +47,12 @@ def reset(
     never re-runs or changes a request by accident. The date is kept (a
     scheduled request stays scheduled) unless ``now`` sets it to 0.
     Refuses while a ``process`` run holds the lock unless ``force``.
-    Returns the before/after view. Raises LockHeldError (75), UsageError
+    ``take_over`` makes this backup server the one holding the account
+    (``[ldap] server_attribute`` replaced by ``[backup] server_name``; its
+    own explicit flag, so it acts on any status): the operator's decision
+    for an account held by no server, or the last step of a move. The
+    write goes to ``[ldap] claim_uri`` where set. Returns the before/after
+    view. Raises LockHeldError (75), UsageError
     (2: ambiguous uid, no mode to derive, a status reset does not act on
     without ``any_status``), NotFoundError (1), EntriesFailedError (1) when
     the entry changed concurrently.
@@ -61,7 +67,7 @@ def reset(
             "not resetting (use --force to reset anyway)"
         )
     today = local_today(clock)
-    with connect(config.ldap) as directory:
+    with connect(config.ldap) as directory, claim_directory(config.ldap, directory) as writer:
         entries = find_entries(directory, config, dn=dn, uid=uid)
         if len(entries) > 1:
             names = ", ".join(entry.dn for entry in entries)
@@ -71,7 +77,7 @@ def reset(
         # With --force a run may hold the lock: an in-progress entry then counts as
         # interrupted, which is what --force asserts.
         status_before = state.classify(before, today)
-        if status_before not in state.RESETTABLE and not any_status:
+        if status_before not in state.RESETTABLE and not (any_status or take_over):
             raise UsageError(
                 f"{entry.dn}: is {status_before} (sstProvisioningMode {before.mode!r}), not "
                 "failed or interrupted; reset only retries what a run left behind: give "
@@ -84,7 +90,10 @@ def reset(
                 f"{entry.dn}: sstProvisioningMode {before.mode!r} is not a known mode; "
                 "give --mode add|modify|delete"
             )
-        result = directory.modify(entry.dn, state.reset_changes(before, new_mode, now=now))
+        changes = state.reset_changes(before, new_mode, now=now)
+        if take_over:
+            changes.update(locality.take_over_changes(config))
+        result = writer.modify(entry.dn, changes)
         if not result.ok:
             raise EntriesFailedError(
                 f"{entry.dn}: reset refused: {result.message}"

@@ -8,6 +8,7 @@ from typing import Any
 
 from provbackup import state
 from provbackup.actions.common import Clock, local_today, utc_now
+from provbackup.actions.holding import held_by
 from provbackup.config import Config
 from provbackup.directory import connect
 from provbackup.entry import read_request
@@ -28,6 +29,7 @@ class ScanRow:
     return_value: int | None
     dn: str
     problem: str | None
+    held: str | None = None  # "held by another server (backup2)", ...: who holds the account
 
     def as_dict(self) -> dict[str, Any]:
         """The row as JSON-ready values."""
@@ -39,11 +41,15 @@ class ScanRow:
             "return_value": self.return_value,
             "dn": self.dn,
             "problem": self.problem,
+            "held": self.held,
         }
 
 
-def row_of(request: Request, status: state.Status, reason: str | None = None) -> ScanRow:
-    """Build the row shown for ``request``; ``reason`` is its recorded failure reason."""
+def row_of(
+    request: Request, status: state.Status, reason: str | None = None, held: str | None = None
+) -> ScanRow:
+    """Build the row shown for ``request``; ``reason`` is its recorded failure reason,
+    ``held`` who holds its account."""
     return ScanRow(
         uid=request.uid,
         mode=request.mode,
@@ -52,6 +58,7 @@ def row_of(request: Request, status: state.Status, reason: str | None = None) ->
         return_value=request.return_value,
         dn=request.dn,
         problem=request.problem or reason,
+        held=held,
     )
 
 
@@ -68,4 +75,6 @@ def scan(config: Config, *, clock: Clock = utc_now) -> Iterator[ScanRow]:
         for entry in directory.search(attention_filter(config.ldap.filter)):
             request = read_request(entry, config.ldap.date_attribute)
             status = state.classify(request, today, run_active)
-            yield row_of(request, status, reason_for(reasons, request))
+            yield row_of(
+                request, status, reason_for(reasons, request), held_by(entry, config).shown
+            )

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
 from provbackup import state, work
 from provbackup.actions.common import Clock, find_entries, local_today, utc_now
+from provbackup.actions.holding import held_by
 from provbackup.config import Config
 from provbackup.directory import connect
+from provbackup.engines import select_engine
 from provbackup.entry import LdapEntry, read_request
 from provbackup.errors import EntryError
 from provbackup.lock import lock_is_held
@@ -23,10 +25,12 @@ class AccountView:
     dn: str
     provisioning: dict[str, Any]
     server: dict[str, Any]
+    warnings: dict[str, Any] = field(default_factory=dict)  # customer warnings (notify)
 
     def as_dict(self) -> dict[str, Any]:
         """The view as JSON-ready values."""
-        return {"dn": self.dn, "provisioning": self.provisioning, "server": self.server}
+        return {"dn": self.dn, "provisioning": self.provisioning, "server": self.server,
+                "warnings": self.warnings}  # fmt: skip
 
 
 def show(
@@ -68,10 +72,16 @@ def _view(entry: LdapEntry, config: Config, today: date, run_active: bool) -> Ac
     if problem:
         provisioning["problem"] = problem
     try:
-        server = work.inspect_entry(entry, config)
+        engine = select_engine(config)
+        server = work.inspect_entry(entry, config, engine=engine.title, inspect=engine.inspect)
     except EntryError as error:
         server = {"error": str(error)}
-    return AccountView(entry.dn, provisioning, server)
+    # Where the account lives (README 'Many backup servers, one directory').
+    where = held_by(entry, config)
+    server = {"held": f"{where.shown}: {where.reason}", **server}
+    from provbackup.customer.view import warnings_view
+
+    return AccountView(entry.dn, provisioning, server, warnings_view(entry, request.uid, config))
 
 
 def _one(entry: LdapEntry, name: str) -> str | None:

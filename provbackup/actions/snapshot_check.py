@@ -17,17 +17,18 @@ from datetime import datetime
 from typing import Any
 
 from provbackup.config import INTERVALS, Config
-from provbackup.engines import ENGINE_BTRFS, btrfs
+from provbackup.engines import select_engine
 from provbackup.errors import (
+    EXIT_CONFIG,
     EXIT_ENTRIES_FAILED,
     EXIT_LDAP_UNAVAILABLE,
     EXIT_OK,
     SIGNAL_EXIT_BASE,
     EntryError,
 )
+from provbackup.work.accountconf import open_account, read_conf
 from provbackup.work.discover import find_accounts
 from provbackup.work.safe import open_directory
-from provbackup.work.snapshots import open_account, read_conf
 
 log = logging.getLogger(__name__)
 
@@ -43,22 +44,23 @@ NAMES_SHOWN = 5
 
 @dataclass
 class SnapshotFacts:
-    """What ``check`` reports about snapshots: stale accounts and run problems."""
+    """What ``check`` reports about snapshots: stale accounts, run problems, notes (no state)."""
 
     checked: int = 0
     stale: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def texts(self) -> list[str]:
-        """The summary parts, worst first."""
+        """The summary parts, worst first, notes last."""
         parts = list(self.problems)
         if self.stale:
             shown = ", ".join(self.stale[:NAMES_SHOWN]) + (
                 ", ..." if len(self.stale) > NAMES_SHOWN else ""
             )
             parts.append(f"{len(self.stale)} accounts without a recent snapshot ({shown})")
-        return parts + self.warnings
+        return parts + self.warnings + self.notes
 
 
 def stale_accounts(config: Config, now: datetime) -> tuple[int, list[str]]:
@@ -100,8 +102,9 @@ def evaluate_runs(statuses: dict[str, dict[str, Any] | None]) -> tuple[list[str]
 
     Takes interval -> status document (None: never ran, which is fine: the
     interval may not be used; staleness catches a missing timer). Returns
-    (warnings, critical problems): accounts failed or LDAP unavailable
-    for the usage warn; any other non-zero exit (70, 78) is critical.
+    (warnings, critical problems): accounts failed or the usage write-back
+    skipped (LDAP unavailable, 69, or the base DN missing, 78 with
+    ``ldap_error``) warn; any other non-zero exit (70, 78) is critical.
     """
     warnings, problems = [], []
     for interval, status in statuses.items():
@@ -115,8 +118,14 @@ def evaluate_runs(statuses: dict[str, dict[str, Any] | None]) -> tuple[list[str]
         elif code == EXIT_ENTRIES_FAILED:
             failed = int(counts.get("failed", 0)) + int(counts.get("busy", 0))
             warnings.append(f"last {interval} snapshot run: {failed} accounts failed")
-        elif code == EXIT_LDAP_UNAVAILABLE:
-            warnings.append(f"last {interval} snapshot run could not write usage to LDAP")
+        elif code == EXIT_LDAP_UNAVAILABLE or (code == EXIT_CONFIG and status.get("ldap_error")):
+            # The snapshots are made; only the usage write-back was skipped (LDAP down,
+            # or the base DN gone): a warning, with the reason the run recorded.
+            reason = status.get("ldap_error")
+            warnings.append(
+                f"last {interval} snapshot run could not write usage to LDAP"
+                + (f": {reason}" if reason else "")
+            )
         elif code != EXIT_OK:
             reason = status.get("error")
             problems.append(
@@ -127,7 +136,7 @@ def evaluate_runs(statuses: dict[str, dict[str, Any] | None]) -> tuple[list[str]
 
 def gather(config: Config, now: datetime) -> SnapshotFacts:
     """Collect the snapshot facts for ``check`` (disk walk and status files)."""
-    from provbackup.actions.snapshot import status_path
+    from provbackup.actions.snapshotreport import status_path
     from provbackup.status import read_status
 
     facts = SnapshotFacts()
@@ -139,8 +148,8 @@ def gather(config: Config, now: datetime) -> SnapshotFacts:
     statuses = {interval: read_status(status_path(config, interval)) for interval in INTERVALS}
     warnings, facts.problems = evaluate_runs(statuses)
     facts.warnings += warnings
-    if config.backup.engine == ENGINE_BTRFS:
-        problems, warnings = btrfs.filesystem_findings(config.backup.root)
-        facts.problems += problems
-        facts.warnings += warnings
+    problems, warnings, notes = select_engine(config).findings(config.backup.root)
+    facts.problems += problems
+    facts.warnings += warnings
+    facts.notes += notes
     return facts

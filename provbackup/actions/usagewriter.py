@@ -1,6 +1,9 @@
 """Usage write-back of a snapshot run: look accounts up and write their sizes to LDAP.
 
-A refusal or an unreachable directory is a warning, never a lost snapshot.
+A refusal, an unreachable directory or a base DN that is gone (renamed, or
+hidden by an ACL: noSuchObject) is a warning, never a lost snapshot: the
+write-back stops for the rest of the run and ``error``/``exit_code`` say
+why (69 unreachable, 78 the base DN).
 """
 
 from __future__ import annotations
@@ -11,12 +14,12 @@ from typing import TYPE_CHECKING
 from provbackup.actions.common import search_named
 from provbackup.config import Config
 from provbackup.entry import quota_of
-from provbackup.errors import LdapUnavailableError
+from provbackup.errors import ProvbackupError
 from provbackup.model import Changes, Operation
 
 if TYPE_CHECKING:
+    from provbackup.actions.snapshot_account import AccountResult
     from provbackup.directory import LdapDirectory
-    from provbackup.work.snapshot_account import AccountResult
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +31,7 @@ class UsageWriter:
         self.config = config
         self.directory: LdapDirectory | None = None
         self.error: str | None = None
+        self.exit_code: int | None = None
         self.written = 0
         self.refused = 0
         self.dns: dict[str, str] = {}
@@ -37,23 +41,31 @@ class UsageWriter:
 
         try:
             self.directory = connect(self.config.ldap)
-        except LdapUnavailableError as error:
+        except ProvbackupError as error:
             self._lost(error)
 
-    def _lost(self, error: LdapUnavailableError) -> None:
-        log.warning(
-            "LDAP unavailable, snapshots go on; usage is written back by a later run: %s", error
-        )
-        self.error = str(error)
+    def _lost(self, error: ProvbackupError) -> None:
+        """Stop the write-back for this run (snapshots go on) and record why."""
+        if self.error is None:
+            log.warning(
+                "usage write-back skipped for the rest of this run, snapshots go on; "
+                "usage is written back by a later run: %s",
+                error,
+            )
+        self.error, self.exit_code = str(error), error.exit_code
         self.close()
 
     def lookup(self, uid: str) -> int | None:
-        """Find the account's entry; return its sstQuota (None when unknown)."""
+        """Find the account's entry; return its sstQuota (None when unknown).
+
+        Never raises for the directory: an unreachable server or a missing
+        base DN ends the write-back for the run (see :meth:`_lost`).
+        """
         if self.directory is None:
             return None
         try:
             entries = list(search_named(self.directory, self.config, dn=None, uid=uid))
-        except LdapUnavailableError as error:
+        except ProvbackupError as error:
             self._lost(error)
             return None
         if len(entries) != 1:
@@ -80,7 +92,7 @@ class UsageWriter:
             changes["sstBackupLastSuccessfulBackup"] = [(Operation.REPLACE, list(result.hosts))]
         try:
             answer = self.directory.modify(dn, changes)
-        except LdapUnavailableError as error:
+        except ProvbackupError as error:
             self._lost(error)
             return
         if answer.ok:

@@ -2,11 +2,13 @@
 
 from provbackup.cli.check import check_command
 from provbackup.cli.jail import jail_template_command
+from provbackup.cli.notify import notify_command
 from provbackup.cli.process import process_command
 from provbackup.cli.reset import reset_command
 from provbackup.cli.scan import scan_command
 from provbackup.cli.show import show_command
 from provbackup.cli.snapshot import snapshot_command
+from provbackup.cli.watch import watch_command
 
 commands = [
     scan_command,
@@ -16,4 +18,6 @@ commands = [
     check_command,
     snapshot_command,
     jail_template_command,
+    watch_command,
+    notify_command,
 ]

@@ -22,7 +22,8 @@ def check_command(settings: Settings) -> int:
     max_status_age or ended in error) or 3 (UNKNOWN: the configuration or
     the directory cannot be read).
     """
-    from provbackup.actions.check import check, unknown
+    from provbackup.actions.check import check
+    from provbackup.actions.verdict import unknown
     from provbackup.errors import ProvbackupError
 
     # Every problem must end as a plugin line and exit 3, never as

@@ -1,31 +1,27 @@
-"""``provbackup process``: the command layer around :func:`provbackup.actions.process.process`.
+"""``provbackup process``: options and output around :func:`provbackup.actions.process.process`.
 
-Here, not in the action: the run lock, the SIGTERM/SIGINT handlers, the
-status file and the failure mail. Whatever ends the run (an entry failed,
-LDAP lost, a bug), the status file says so before the process exits:
-an unexpected exception is written as exit 70 with its message.
+The run lock, the SIGTERM/SIGINT handlers, the status file, the failure
+mail and the lasting-fault record belong to the run lifecycle
+(:mod:`provbackup.cli.lifecycle`); this module only adds what is
+``process``'s own: the failure reasons kept beside the status file.
 """
 
 from __future__ import annotations
 
 import logging
-import signal
-import socket
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import click
 
 from provbackup.cli.options import Settings, dn_option, pass_settings, uid_option
-from provbackup.errors import EXIT_FAULT_REPEATED, LockHeldError, ProvbackupError
 
 if TYPE_CHECKING:
-    from provbackup.actions.process import ProcessOptions
-    from provbackup.actions.report import EntryOutcome, RunReport
+    from provbackup.actions.report import RunReport
+    from provbackup.cli.lifecycle import RunLifecycle
     from provbackup.config import Config
+    from provbackup.outcomes import EntryOutcome
+    from provbackup.runfiles import RunFiles
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +58,8 @@ def process_command(
     Prints one line per entry and a summary, writes the status file, and
     exits 1 if any entry failed.
     """
-    from provbackup.actions.process import ProcessOptions
+    from provbackup.actions.process import ProcessOptions, process
+    from provbackup.actions.report import RunReport
     from provbackup.output import Progress, outcome_line
 
     if dn is not None and uid is not None:
@@ -78,157 +75,51 @@ def process_command(
     options = ProcessOptions(
         dry_run=dry_run, dn=dn, uid=uid, limit=limit, allow_mass_delete=allow_mass_delete
     )
-    try:
-        report = run_process(
-            config, options, wait=wait, on_outcome=show, on_selected=progress.start
-        )
-    except LockHeldError:
-        raise  # another run is busy: no fault, and its record is that run's business
-    except Exception as error:
-        progress.clear()
-        if dry_run or _report_fault(config, error):
-            raise
-        return EXIT_FAULT_REPEATED
-    if not dry_run:
-        _fault_over(config)
-    progress.clear()
-    summary = report.summary()
-    if report.outcomes or dry_run:
-        click.echo(summary)
-    log.info("run finished: %s", summary)
-    return report.exit_code
-
-
-def run_process(
-    config: Config,
-    options: ProcessOptions,
-    *,
-    wait: float = 0,
-    clock: Callable[[], datetime] | None = None,
-    on_outcome: Callable[[EntryOutcome], None] | None = None,
-    on_selected: Callable[[int], None] | None = None,
-) -> RunReport:
-    """Run :func:`~provbackup.actions.process.process` under the lock, signals handled.
-
-    Takes the configuration, the :class:`ProcessOptions`, how long to wait
-    for the lock, the clock and the callbacks. Returns the RunReport.
-    Raises LockHeldError (75) before anything is done or written when
-    another run holds the lock; any error of the run itself is raised
-    after the status file (real runs) records it: a ProvbackupError with
-    its exit code, anything else as exit 70 (internal error).
-    """
-    from provbackup.actions.common import utc_now
-    from provbackup.actions.process import process
-    from provbackup.actions.report import RunReport
-    from provbackup.errors import EXIT_SOFTWARE
-    from provbackup.lock import run_lock
-
-    clock = clock or utc_now
-    report = RunReport(started=clock(), dry_run=options.dry_run)
-    stop = StopRequested()
-    lock = nullcontext() if options.dry_run else run_lock(config.run.lock_file, wait)
-    with lock, _signals_stop(stop):
+    lifecycle = process_lifecycle(config, dry_run=dry_run, wait=wait)
+    report = RunReport(started=lifecycle.clock(), dry_run=dry_run)
+    with lifecycle.command():
         try:
-            process(
-                config, options, report, clock=clock, stop_requested=stop.name,
-                on_outcome=on_outcome, on_selected=on_selected,
-            )  # fmt: skip
-        except ProvbackupError as error:
-            report.exit_code, report.error = error.exit_code, str(error)
-            raise
-        except Exception as error:
-            # A bug or an unforeseen condition outside any one entry: the status file
-            # and check must say the run failed, not keep the last good verdict.
-            report.exit_code = EXIT_SOFTWARE
-            report.error = f"internal error: {type(error).__name__}: {error}"
-            raise
+            with lifecycle.batch(report):
+                process(
+                    config, options, report, clock=lifecycle.clock,
+                    stop_requested=lifecycle.stop_requested,
+                    on_outcome=show, on_selected=progress.start,
+                )  # fmt: skip
         finally:
-            report.finished = clock()
-            if not options.dry_run:
-                _write_status_and_mail(config, report)
-    return report
+            progress.clear()
+        summary = report.summary()
+        if report.outcomes or dry_run:
+            click.echo(summary)
+        log.info("run finished: %s", summary)
+    return lifecycle.exit_code(report)
 
 
-def _write_status_and_mail(config: Config, report: RunReport) -> None:
-    from provbackup.reasons import reasons_file, remember
-    from provbackup.status import write_status
+def process_lifecycle(
+    config: Config, *, dry_run: bool = False, wait: float = 0, reload: bool = False
+) -> RunLifecycle:
+    """The run lifecycle of ``process`` (and of ``watch``'s batches).
 
-    hostname = socket.gethostname()
-    write_status(config.run.status_file, report.to_status(hostname))
-    # The reasons outlive this status file: scan and show read them until the entry changes.
-    remember(
-        reasons_file(config.run.status_file), report.outcomes, report.finished or report.started
-    )
-    if report.failed:
-        from provbackup.notify import send_failure_mail
-
-        send_failure_mail(config.mail, report, hostname)
-
-
-class StopRequested:
-    """Turns SIGTERM/SIGINT into a flag the run checks between entries."""
-
-    def __init__(self) -> None:
-        self.signal_name: str | None = None
-
-    def __call__(self, number: int, frame: object) -> None:
-        self.signal_name = signal.Signals(number).name
-        log.warning("%s received: finishing the entry in hand, then stopping", self.signal_name)
-
-    def name(self) -> str | None:
-        """The name of the signal received, or None."""
-        return self.signal_name
-
-
-@contextmanager
-def _signals_stop(flag: StopRequested) -> Iterator[None]:
-    handled = (signal.SIGTERM, signal.SIGINT)
-    try:
-        previous = {number: signal.signal(number, flag) for number in handled}
-    except ValueError:  # not the main thread (a library caller): leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-
-
-def _report_fault(config: Config, error: Exception) -> bool:
-    """Record the fault that ended this run; True when it must be reported as usual.
-
-    False means the same fault was reported less than ``[run]
-    fault_report_interval`` seconds ago: it is logged as a warning and the
-    run exits 79 (see :mod:`provbackup.faults`). The status file has already
-    recorded the real exit code and error.
+    Takes the configuration, whether it is a dry run, how long to wait
+    for the run lock and whether SIGHUP asks for a reload (``watch``).
+    Returns a :class:`~provbackup.cli.lifecycle.RunLifecycle` on the
+    ``process`` files (``[run] lock_file``, ``status_file``) that records
+    lasting faults (exit 79) and keeps
+    each batch's failure reasons.
     """
-    from provbackup.faults import fault_file, note_fault
+    from provbackup.cli.lifecycle import RunLifecycle
 
-    if isinstance(error, ProvbackupError):
-        text = f"exit {error.exit_code}: {' '.join(str(error).split())}"
-    else:
-        text = f"internal error: {type(error).__name__}: {error}"
-    interval = config.run.fault_report_interval
-    report, record = note_fault(
-        fault_file(config.run.status_file), text, datetime.now(UTC), interval
-    )
-    if not report:
-        log.warning(
-            "still failing, the same fault as the last %d runs since %s (reported at %s; "
-            "again after %d s, or when it changes): %s",
-            record.runs - 1, record.first_seen, record.last_reported, interval, text,
-        )  # fmt: skip
-    return report
+    return RunLifecycle(
+        config, "process", dry_run=dry_run, wait=wait, record_faults=True, reload=reload,
+        on_recorded=keep_reasons,
+    )  # fmt: skip
 
 
-def _fault_over(config: Config) -> None:
-    """Forget the fault recorded by earlier runs (this one ended without one); log its end."""
-    from provbackup.faults import clear_fault, fault_file
+def keep_reasons(report: RunReport, files: RunFiles) -> None:
+    """Keep the failure reasons of ``report``'s entries beside its status file.
 
-    previous = clear_fault(fault_file(config.run.status_file))
-    if previous is not None:
-        log.warning(
-            "the fault is over after %d run(s) since %s: %s",
-            previous.runs, previous.first_seen, previous.text,
-        )  # fmt: skip
+    The reasons outlive the status file: ``scan`` and ``show`` read them
+    until the entry changes (:mod:`provbackup.reasons`).
+    """
+    from provbackup.reasons import reasons_file, remember
+
+    remember(reasons_file(files.status), report.outcomes, report.finished or report.started)

@@ -22,6 +22,11 @@ from provbackup.cli.options import Settings, dn_option, one_entry, pass_settings
     help="Also reset an entry that is not failed or interrupted (done, pending, scheduled).",
 )
 @click.option("--now", is_flag=True, help="Set the date to 0: do it at the next run.")
+@click.option(
+    "--take-over",
+    is_flag=True,
+    help="Make this backup server the one holding the account (any status).",
+)
 @pass_settings
 def reset_command(
     settings: Settings,
@@ -31,6 +36,7 @@ def reset_command(
     force: bool,
     any_status: bool,
     now: bool,
+    take_over: bool,
 ) -> int:
     """Put a failed or interrupted entry back to a request for the next process run.
 
@@ -41,7 +47,10 @@ def reset_command(
 
     one_entry(dn, uid)
     config = settings.load()
-    result = reset(config, dn=dn, uid=uid, mode=mode, force=force, any_status=any_status, now=now)
+    result = reset(
+        config, dn=dn, uid=uid, mode=mode, force=force, any_status=any_status, now=now,
+        take_over=take_over,
+    )  # fmt: skip
     statuses = (str(result.status_before), str(result.status_after))
     click.echo(reset_table(result.dn, result.before, result.after, statuses))
     return 0

@@ -12,7 +12,7 @@ from provbackup.cli.options import Settings, pass_settings
 from provbackup.config import INTERVALS
 
 if TYPE_CHECKING:
-    from provbackup.work.snapshot_account import AccountResult
+    from provbackup.actions.snapshot_account import AccountResult
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +37,12 @@ def snapshot_command(
     Prints one line per account and a summary, writes the interval's
     status file and the usage figures (LDAP and the jail's usage file);
     exits 1 if an account failed, 75 if another run of INTERVAL is busy,
-    69 if the snapshots are done but LDAP was unavailable for the usage.
+    69 if the snapshots are done but LDAP was unavailable for the usage, 78
+    if the base DN was missing for it.
     """
-    from provbackup.actions.snapshot import snapshot
+    from provbackup.actions.snapshot import prepare, snapshot
+    from provbackup.actions.snapshotreport import SnapshotReport, command_name
+    from provbackup.cli.lifecycle import RunLifecycle
     from provbackup.output import Progress, snapshot_line
 
     config = settings.load()
@@ -51,17 +54,18 @@ def snapshot_command(
         click.echo(snapshot_line(result))
         progress.step()
 
-    from provbackup.cli.process import StopRequested, _signals_stop
-
     # SIGTERM (systemctl stop) or SIGINT: no account is started after it, those in hand finish.
-    stop = StopRequested()
-    with _signals_stop(stop):
-        report = snapshot(
-            config, interval, uid=uid, jobs=jobs, dry_run=dry_run, on_result=show,
-            stop_requested=stop.name,
-        )  # fmt: skip
-    progress.clear()
-    summary = report.summary()
-    click.echo(summary)
-    log.info("%s snapshot run finished: %s", interval, summary)
-    return report.exit_code
+    lifecycle = RunLifecycle(config, command_name(interval), dry_run=dry_run)
+    report = SnapshotReport(interval=interval, started=lifecycle.clock(), dry_run=dry_run)
+    with lifecycle.command():
+        job = prepare(config, interval, dry_run=dry_run, clock=lifecycle.clock)
+        with lifecycle.batch(report):
+            snapshot(
+                job, report, uid=uid, jobs=jobs, on_result=show,
+                stop_requested=lifecycle.stop_requested,
+            )  # fmt: skip
+        progress.clear()
+        summary = report.summary()
+        click.echo(summary)
+        log.info("%s snapshot run finished: %s", interval, summary)
+    return lifecycle.exit_code(report)

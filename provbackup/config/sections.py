@@ -86,6 +86,15 @@ class LdapConfig:
     retry_delay: float = setting(5.0, v.non_negative_float, "seconds between rounds")
     page_size: int = setting(500, v.integer(1, 100_000), "entries per page of a search")
     date_attribute: str = setting("auto", v.choice(v.DATE_ATTRIBUTES), "name of the date attribute")
+    claim_uris: tuple[str, ...] = setting(
+        (), v.uris, "the provider(s) every claim and write-back goes to, in order", key="claim_uri"
+    )
+    claim_verify_timeout: float = setting(
+        5.0, v.non_negative_float, "seconds a claim may take to reach the other claim providers"
+    )
+    server_attribute: str = setting(
+        "host", v.attribute_name, "the entry attribute naming the server holding it; empty: none"
+    )
 
 
 @dataclass(frozen=True)
@@ -105,6 +114,9 @@ class BackupConfig:
     min_uid: int = setting(1000, v.integer(1, v.MAX_ID), "lowest uidNumber and gidNumber accepted")
     max_uid: int = setting(
         v.MAX_ID, v.integer(1, v.MAX_ID), "highest uidNumber and gidNumber accepted"
+    )
+    server_name: str = setting(
+        "", v.server_name, "this backup server's name (directory, ownership records); empty: FQDN"
     )
 
 
@@ -130,6 +142,11 @@ class JailConfig:
     sshd: str = setting("/usr/sbin/sshd", v.absolute_path_text, "sshd, asked with -T by check")
     sshd_config: Path = setting(
         Path("/etc/ssh/sshd_config"), v.absolute_path, "sshd's configuration (checked)"
+    )
+    sshd_snippet: Path = setting(
+        Path("/etc/ssh/sshd_config.d/provbackup.conf"),
+        v.absolute_path,
+        "the installed sshd snippet whose Match block check verifies",
     )
     check_login: str = setting(
         "auto", v.auto_boolean, "check the login setup: auto (with a jail template), yes, no"
@@ -265,6 +282,42 @@ class HooksConfig:
     timeout: float = setting(300.0, v.positive_float, "seconds a hook may run")
 
 
+@dataclass(frozen=True)
+class WatchConfig:
+    """``[watch]``: the follower (``provbackup watch``): where it follows, how it retries."""
+
+    uris: tuple[str, ...] = setting(
+        (), v.uris, "LDAP URIs the follower follows, tried in order (failover); "
+        "none: [ldap] uri. A local replica with syncprov may be named here while "
+        "[ldap] uri names the provider the batches write to", key="uri",
+    )  # fmt: skip
+    retry_max: float = setting(
+        30.0, v.positive_float, "the longest wait (seconds) between reconnection rounds; "
+        "the first retry is at once, then the wait doubles from 0.5 s up to this",
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    """``[notify]``: the customer warnings of ``provbackup notify`` (schedule and quota)."""
+
+    templates: Path = setting(
+        Path("/etc/provbackup/notify"), v.absolute_path, "one directory of templates per language"
+    )
+    language: str = setting("en", v.language_tag, "language of customers without a known one")
+    repeat_days: int = setting(
+        7, v.integer(0, 3650), "days before a warning still true is sent again; 0: once"
+    )
+    recovery: bool = setting(True, v.boolean, "send an 'all good again' when a condition ends")
+    max_warnings_per_run: int = setting(
+        50, v.integer(1, 10**9), "more messages due than this: none is sent"
+    )
+    sms_command: tuple[str, ...] | None = setting(
+        None, v.sms_template, "command sending an sms to {number}, the text on stdin"
+    )
+    sms_timeout: float = setting(30.0, v.positive_float, "seconds the sms command may run")
+
+
 # The sections in file order, each with the dataclass declaring its keys.
 SECTIONS: dict[str, type] = {
     "ldap": LdapConfig,
@@ -278,6 +331,8 @@ SECTIONS: dict[str, type] = {
     "log": LogConfig,
     "mail": MailConfig,
     "hooks": HooksConfig,
+    "watch": WatchConfig,
+    "notify": NotifyConfig,
 }
 
 
@@ -335,3 +390,5 @@ class Config:
     log: LogConfig = LogConfig()
     mail: MailConfig = MailConfig()
     hooks: HooksConfig = HooksConfig()
+    watch: WatchConfig = WatchConfig()
+    notify: NotifyConfig = NotifyConfig()

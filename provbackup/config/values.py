@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import shlex
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -39,6 +40,24 @@ def suggest(name: str, choices: Iterable[str]) -> str:
 
 def text(value: str) -> str:
     """Any text, as written."""
+    return value
+
+
+_ATTRIBUTE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,63}")
+_SERVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
+
+
+def attribute_name(value: str) -> str:
+    """An LDAP attribute name (letters, digits, hyphens), or empty for none."""
+    if value and not _ATTRIBUTE_NAME.fullmatch(value):
+        raise ValueError(f"not an LDAP attribute name: {value!r}")
+    return value
+
+
+def server_name(value: str) -> str:
+    """A host name (letters, digits, dots, hyphens, underscores), or empty for the FQDN."""
+    if value and not _SERVER_NAME.fullmatch(value):
+        raise ValueError(f"not a server name (letters, digits, '.', '-', '_'): {value!r}")
     return value
 
 
@@ -222,6 +241,23 @@ def quota_template(value: str) -> tuple[str, ...]:
                 f"bad placeholder {error} in {word!r}; known: "
                 + ", ".join("{" + name + "}" for name in QUOTA_PLACEHOLDERS)
             ) from None
+    return words
+
+
+def language_tag(value: str) -> str:
+    """A language tag of two or three lower-case letters (``en``, ``de``)."""
+    if not re.fullmatch(r"[a-z]{2,3}", value):
+        raise ValueError(f"{value!r} is not a language tag of 2 or 3 lower-case letters")
+    return value
+
+
+def sms_template(value: str) -> tuple[str, ...]:
+    """A command whose words may hold ``{number}`` (replaced by the customer's number)."""
+    words = command(value)
+    for word in words:
+        rest = word.replace("{number}", "")
+        if "{" in rest or "}" in rest:
+            raise ValueError(f"bad placeholder in {word!r}; known: {{number}}")
     return words
 
 

@@ -1,22 +1,21 @@
-"""The btrfs engine's accounts: incoming/ a subvolume in its own qgroup, safe deletion.
+"""The btrfs engine's accounts: incoming/ a subvolume in its own qgroup, its figures.
 
 Experimental: docs/btrfs.md has the spike behind every choice. Per
 account, ``incoming/`` is a subvolume; the level-1 qgroup ``1/<its id>``
 holds it, every snapshot of it (:mod:`provbackup.engines.btrfs_snapshot`)
 and any subvolume a customer makes inside it, limited to ``sstQuota``.
+Deleting an account's subvolumes is :mod:`provbackup.work.subvolumes`
+(every removal needs it, whatever the engine).
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
-import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from provbackup.engines import btrfs_ioctl as kernel
 from provbackup.errors import (
     RETURN_FILESYSTEM,
     ConfigError,
@@ -24,6 +23,7 @@ from provbackup.errors import (
     ProvbackupError,
     WorkError,
 )
+from provbackup.work import btrfs_ioctl as kernel
 from provbackup.work.safe import (
     OpenDirectory,
     lstat_entry,
@@ -32,13 +32,19 @@ from provbackup.work.safe import (
     remove_non_directory,
     remove_tree,
 )
+from provbackup.work.subvolumes import (
+    INCOMING,
+    account_qgroup,
+    nested_subvolumes,
+    qgroup_text,
+)
+from provbackup.work.subvolumes import (  # the engine's deletion, shared with every removal
+    delete_account_subvolumes as delete_account_subvolumes,
+)
 
 logger = logging.getLogger(__name__)
 
-STAGING_DIRECTORY = "snapshot-staging"  # in the account directory, root only
-INCOMING = "incoming"
-SNAPSHOTS = ".snapshots"
-MAX_DELETE_ATTEMPTS = 3
+MAX_NESTED_SUBVOLUMES = 16  # customer-made, inside incoming/ (docs/btrfs.md, hazard 5)
 
 
 @dataclass(frozen=True)
@@ -76,36 +82,29 @@ def check_backup_root(root: Path) -> Filesystem:
     return Filesystem(uuid, mode)
 
 
-def filesystem_findings(root: Path) -> tuple[list[str], list[str]]:
-    """Return (problems, warnings) about ``root``'s btrfs for ``check``; never raises.
+def filesystem_findings(root: Path) -> tuple[list[str], list[str], list[str]]:
+    """Return (problems, warnings, notes) about ``root``'s btrfs for ``check``; never raises.
 
     A root off btrfs or without quotas is a problem (every snapshot run
     exits 78); qgroup figures marked inconsistent are a warning (usage
-    figures are wrong until ``btrfs quota rescan``).
+    figures are wrong until ``btrfs quota rescan``); the note names the
+    quota feature found: simple quotas (kernel >= 6.7) or full qgroups.
     """
     try:
         with open_root(root) as directory:
             if not kernel.is_btrfs(directory.fd):
-                return [f"btrfs engine: {root} is not on btrfs"], []
+                return [f"btrfs engine: {root} is not on btrfs"], [], []
             uuid = kernel.fsid(directory.fd)
     except (OSError, ProvbackupError, EntryError) as error:
-        return [f"btrfs engine: {error}"], []
-    enabled, _mode, inconsistent = kernel.quota_state(uuid)
+        return [f"btrfs engine: {error}"], [], []
+    enabled, mode, inconsistent = kernel.quota_state(uuid)
     if not enabled:
-        return [f"btrfs engine: quotas are not enabled on {root}"], []
+        return [f"btrfs engine: quotas are not enabled on {root}"], [], []
+    feature = {"squota": "simple quotas (squota)", "qgroup": "full qgroups"}.get(mode, mode)
+    notes = [f"btrfs engine: {feature}"]
     if inconsistent:
-        return [], [f"btrfs qgroup figures inconsistent (btrfs quota rescan {root})"]
-    return [], []
-
-
-def qgroup_text(qgroup: int) -> str:
-    """Return ``level/id`` for a qgroup id."""
-    return f"{qgroup >> 48}/{qgroup & ((1 << 48) - 1)}"
-
-
-def account_qgroup(incoming: OpenDirectory) -> int:
-    """Return the account's qgroup: ``1/<id of its incoming/ subvolume>``."""
-    return kernel.qgroup_id(1, kernel.subvolume_id(incoming.fd))
+        return [], [f"btrfs qgroup figures inconsistent (btrfs quota rescan {root})"], notes
+    return [], [], notes
 
 
 def ensure_incoming(home: OpenDirectory, steps: list[str]) -> None:
@@ -176,45 +175,24 @@ def delete_snapshot(parent: OpenDirectory, name: str) -> None:
         remove_non_directory(parent, name)
 
 
-def _delete_if_subvolume(parent: OpenDirectory, name: str, steps: list[str]) -> None:
-    """Delete ``name`` when it is a subvolume; anything else is left to the tree remover.
-
-    The tree remover keeps ``[delete] time_budget``; plain snapshots of the
-    rsnapshot engine on a btrfs filesystem are its work, not this one's.
-    """
-    status = lstat_entry(parent, name)
-    if status is not None and stat.S_ISDIR(status.st_mode) and kernel.is_subvolume_root(status):
-        kernel.delete_subvolume(parent.fd, name)
-        steps.append(f"deleted subvolume {parent.path / name}")
-
-
-def nested_subvolumes(incoming: OpenDirectory) -> list[tuple[int, str]]:
-    """Return (id, path below incoming/) of every subvolume inside it, parents first.
-
-    Found in the root tree by id, breadth first: no directory a customer
-    controls is opened or walked.
-    """
-    found: list[tuple[int, str]] = []
-    queue = [(kernel.subvolume_id(incoming.fd), "")]
-    while queue:
-        parent, prefix = queue.pop(0)
-        for child in kernel.child_subvolumes(incoming.fd, parent):
-            where = kernel.directory_path(incoming.fd, parent, child.directory_inode)
-            path = f"{prefix}{where}{child.name}"
-            found.append((child.subvolume, path))
-            queue.append((child.subvolume, f"{path}/"))
-    return found
-
-
 def adopt_nested(home: OpenDirectory, incoming: OpenDirectory, qgroup: int) -> list[str]:
     """Count subvolumes a customer made inside incoming/ in the account's qgroup.
 
     Returns the steps; each one found is logged as a warning: its files are
     in the quota from now on, but not in the snapshots (a snapshot stops at
-    a subvolume boundary).
+    a subvolume boundary). Raises WorkError, having looked no further and
+    changed nothing, when there are more than :data:`MAX_NESTED_SUBVOLUMES`.
     """
+    nested = nested_subvolumes(incoming, most=MAX_NESTED_SUBVOLUMES + 1)
+    if len(nested) > MAX_NESTED_SUBVOLUMES:
+        raise WorkError(
+            f"{incoming.path}: more than {MAX_NESTED_SUBVOLUMES} subvolumes made inside "
+            f"incoming/ (counting stopped at {len(nested)}): no snapshot, existing snapshots "
+            "kept; delete them as root (btrfs subvolume delete; docs/btrfs.md)",
+            return_value=RETURN_FILESYSTEM,
+        )
     steps: list[str] = []
-    for number, path in nested_subvolumes(incoming):
+    for number, path in nested:
         if kernel.assign_qgroup(home.fd, kernel.qgroup_id(0, number), qgroup):
             steps.append(f"counted subvolume {incoming.path / path} in {qgroup_text(qgroup)}")
         logger.warning(
@@ -222,84 +200,6 @@ def adopt_nested(home: OpenDirectory, incoming: OpenDirectory, qgroup: int) -> l
             "its files are not in the snapshots",
             incoming.path / path, number,
         )  # fmt: skip
-    return steps
-
-
-def delete_incoming(home: OpenDirectory) -> list[str]:
-    """Delete ``incoming/`` of the open home and every subvolume inside it, deepest first.
-
-    By id, never by a path a customer could have swapped; retried when a
-    customer still logged in makes a new subvolume meanwhile. Returns the
-    steps; a missing incoming/ is nothing to do.
-    """
-    steps: list[str] = []
-    status = lstat_entry(home, INCOMING)
-    if status is None or not (stat.S_ISDIR(status.st_mode) and kernel.is_subvolume_root(status)):
-        return steps
-    for attempt in range(MAX_DELETE_ATTEMPTS):
-        with open_directory(home, INCOMING) as incoming:
-            nested = nested_subvolumes(incoming)
-            for number, path in reversed(nested):
-                with contextlib.suppress(FileNotFoundError):
-                    kernel.delete_subvolume_by_id(home.fd, number)
-                steps.append(f"deleted subvolume {incoming.path / path}")
-        try:
-            kernel.delete_subvolume(home.fd, INCOMING)
-        except OSError as error:
-            if error.errno != errno.ENOTEMPTY or attempt == MAX_DELETE_ATTEMPTS - 1:
-                raise
-            continue
-        steps.append(f"deleted subvolume {home.path / INCOMING}")
-        break
-    return steps
-
-
-def remove_account_subvolumes(account: OpenDirectory, uid: str) -> list[str]:
-    """On btrfs, delete the subvolumes of the open account directory (see below); else nothing.
-
-    Called before a removal whatever the engine: a tree with read-only
-    snapshots cannot be emptied file by file (EROFS).
-    """
-    if not kernel.is_btrfs(account.fd):
-        return []
-    return delete_account_subvolumes(account, uid)
-
-
-def delete_account_subvolumes(account: OpenDirectory, uid: str) -> list[str]:
-    """Delete every subvolume of the open account directory (before removing the rest).
-
-    Staged snapshots, ``chroot/home/<uid>/.snapshots/*`` and ``incoming/``
-    (with what a customer made inside). Reached one component at a time
-    without following a symlink; the account's qgroup is destroyed when
-    the kernel lets it (it may still hold subvolumes being cleaned up).
-    Returns the steps.
-    """
-    steps: list[str] = []
-    with contextlib.ExitStack() as stack:
-        with contextlib.suppress(FileNotFoundError):
-            staging = stack.enter_context(open_directory(account, STAGING_DIRECTORY))
-            for name in sorted(os.listdir(staging.fd)):
-                _delete_if_subvolume(staging, name, steps)
-        try:
-            home = account
-            for name in ("chroot", "home", uid):
-                home = stack.enter_context(open_directory(home, name))
-        except FileNotFoundError:
-            return steps
-        with contextlib.suppress(FileNotFoundError):
-            snapshots = stack.enter_context(open_directory(home, SNAPSHOTS))
-            for name in sorted(os.listdir(snapshots.fd)):
-                _delete_if_subvolume(snapshots, name, steps)
-        qgroup = None
-        with contextlib.suppress(OSError), open_directory(home, INCOMING) as incoming:
-            qgroup = account_qgroup(incoming)
-        steps += delete_incoming(home)
-        if qgroup is not None:
-            try:
-                kernel.destroy_qgroup(account.fd, qgroup)
-                steps.append(f"destroyed qgroup {qgroup_text(qgroup)}")
-            except OSError as error:
-                logger.debug("qgroup %s kept: %s", qgroup_text(qgroup), error.strerror)
     return steps
 
 

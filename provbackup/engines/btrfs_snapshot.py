@@ -14,9 +14,12 @@ A snapshot is made in three kernel calls, whatever the number of files:
 Every snapshot joins the account's qgroup at creation, from a source that
 is in exactly that qgroup, so the kernel keeps the figures exact without a
 rescan. A qgroup limit binds root too: when a full account refuses the
-staging work (EDQUOT), the limit is lifted for that work only, the old
-limit written first to ``snapshot-staging/lifted-limit`` so that a run
-killed meanwhile has it put back by the next one.
+staging work (EDQUOT), the limit is raised by :data:`HEADROOM` above what
+the account holds, never lifted, for that work only (at most
+:data:`MAX_RAISES` times), the old limit written first to
+``snapshot-staging/lifted-limit`` so that a run killed meanwhile has it put
+back by the next one. The customer, writing meanwhile, can use at most
+that headroom, however long the work takes.
 """
 
 from __future__ import annotations
@@ -30,16 +33,9 @@ from collections.abc import Callable
 from datetime import datetime
 
 from provbackup.config import INTERVALS
-from provbackup.engines import btrfs_ioctl as kernel
-from provbackup.engines.btrfs import (
-    INCOMING,
-    SNAPSHOTS,
-    STAGING_DIRECTORY,
-    account_qgroup,
-    adopt_nested,
-    delete_snapshot,
-    qgroup_text,
-)
+from provbackup.engines.btrfs import adopt_nested, delete_snapshot
+from provbackup.errors import RETURN_FILESYSTEM, WorkError
+from provbackup.work import btrfs_ioctl as kernel
 from provbackup.work.safe import (
     OPEN_FILE_FLAGS,
     OpenDirectory,
@@ -49,12 +45,24 @@ from provbackup.work.safe import (
     remove_non_directory,
     replace_file,
 )
+from provbackup.work.subvolumes import (
+    INCOMING,
+    SNAPSHOTS,
+    STAGING_DIRECTORY,
+    account_qgroup,
+    qgroup_text,
+)
 
 logger = logging.getLogger(__name__)
 
 STAGING_MODE = 0o700  # root:root
 LIFTED_LIMIT = "lifted-limit"
 SNAPSHOT_ROOT_MODE = 0o750  # root:gidNumber, like the rsnapshot engine's snapshots
+# A full account's limit is raised by this much above what it holds while the runner
+# changes its staged snapshot (root's few metadata blocks: 100 backupTime files took
+# under 1 MiB on the test image), and at most MAX_RAISES times per step.
+HEADROOM = 4 << 20
+MAX_RAISES = 3
 
 Fix = Callable[[OpenDirectory], list[str]]
 
@@ -157,11 +165,17 @@ def _stage(
 def _even_when_full(
     staging: OpenDirectory, qgroup: int, work: Callable[[], None], steps: list[str]
 ) -> None:
-    """Run ``work``; when the account's full qgroup refuses it (EDQUOT), lift the limit for a retry.
+    """Run ``work``; when the account's full qgroup refuses it (EDQUOT), raise the limit, retry.
 
-    The old limit is written to the staging directory first (outside every
-    account qgroup), so a run killed before putting it back has the next one
-    do it (:func:`recover_staging`).
+    The limit is never lifted: it becomes :data:`HEADROOM` bytes above the
+    larger of the old limit and what the account references now, at most
+    :data:`MAX_RAISES` times (a customer writing meanwhile may take the
+    headroom; each raise starts from what the account then holds). The old
+    limit is written to the staging directory first (outside every account
+    qgroup), so a run killed before putting it back has the next one do it
+    (:func:`recover_staging`). Raises WorkError when :data:`MAX_RAISES`
+    raises did not suffice (the customer kept writing), the EDQUOT itself
+    when the qgroup has no limit to raise, any other OSError of ``work``.
     """
     try:
         work()
@@ -169,14 +183,34 @@ def _even_when_full(
     except OSError as error:
         if error.errno != errno.EDQUOT:
             raise
+        refused = error
     fd = staging.fd  # outside the account's qgroup: a full one refuses even the limit call
-    limited = kernel.read_qgroup(kernel.fsid(fd), qgroup, "limit_flags") & 1
-    limit = kernel.read_qgroup(kernel.fsid(fd), qgroup, "max_referenced") if limited else None
+    uuid = kernel.fsid(fd)
+    if not kernel.read_qgroup(uuid, qgroup, "limit_flags") & 1:
+        raise refused
+    limit = kernel.read_qgroup(uuid, qgroup, "max_referenced")
     replace_file(staging, LIFTED_LIMIT, f"{limit}\n".encode(), uid=0, gid=0, mode=0o600)
-    kernel.limit_qgroup(fd, qgroup, None)
-    steps.append(f"account at its quota: limit of {qgroup_text(qgroup)} lifted for the snapshot")
     try:
-        work()
+        for raises in range(1, MAX_RAISES + 1):
+            held = kernel.read_qgroup(uuid, qgroup, "referenced")
+            kernel.limit_qgroup(fd, qgroup, max(limit, held) + HEADROOM)
+            try:
+                work()
+                break
+            except OSError as error:
+                if error.errno != errno.EDQUOT:
+                    raise
+                if raises == MAX_RAISES:
+                    raise WorkError(
+                        f"{staging.path.parent}: account at its quota and still "
+                        f"writing: the snapshot's own changes did not fit in {MAX_RAISES} raises "
+                        f"of {HEADROOM} bytes; no snapshot this run, the limit is back",
+                        return_value=RETURN_FILESYSTEM,
+                    ) from error
+        steps.append(
+            f"account at its quota: limit of {qgroup_text(qgroup)} raised by {HEADROOM} bytes "
+            f"for the snapshot's own changes ({raises}x), then put back"
+        )
     finally:
         kernel.limit_qgroup(fd, qgroup, limit)
         remove_non_directory(staging, LIFTED_LIMIT)

@@ -8,7 +8,7 @@ Nothing here follows a symlink below the backup root: see
 - :func:`purge_quarantine` removes quarantined accounts past their days;
 - :class:`ConfigTester` configtests rsnapshot configurations once per shape
   for a run; :func:`configtest_file` tests one file;
-- :func:`run_hook` runs one ``[hooks]`` command; :func:`set_quota` the quota;
+- :func:`run_hook` runs one ``[hooks]`` command;
 - :func:`inspect_account` / :func:`inspect_entry` describe an account for ``show``.
 """
 
@@ -17,9 +17,8 @@ from __future__ import annotations
 from provbackup.work.apply import apply_plan
 from provbackup.work.hooks import hook_environment, run_hook
 from provbackup.work.inspect import inspect_account, inspect_entry
-from provbackup.work.ownership import check_owner
+from provbackup.work.ownership import account_directory_exists, check_owner
 from provbackup.work.purge import Purge, purge_quarantine
-from provbackup.work.quota import set_quota
 from provbackup.work.rsnapshot import ConfigTester, configtest_file
 from provbackup.work.session import WorkSession, root_problem
 
@@ -27,6 +26,7 @@ __all__ = [
     "ConfigTester",
     "Purge",
     "WorkSession",
+    "account_directory_exists",
     "apply_plan",
     "check_owner",
     "configtest_file",
@@ -36,5 +36,4 @@ __all__ = [
     "purge_quarantine",
     "root_problem",
     "run_hook",
-    "set_quota",
 ]

@@ -7,6 +7,8 @@ failed step leaves what was done in place: the next run picks up from
 there, and user data is never removed on a failed add or modify. Delete
 moves the account directory into quarantine or removes it, never following
 a symlink; a missing account directory means the delete was already done.
+What depends on ``[backup] engine`` (what incoming/ is, the quota) is asked
+of the plan's engine (:class:`provbackup.engines.base.Engine`), never by name.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ import stat
 from datetime import UTC, datetime
 
 from provbackup.config import Config
-from provbackup.engines import ENGINE_BTRFS, btrfs
 from provbackup.errors import RETURN_FILESYSTEM, EntryError, WorkError
+from provbackup.locality import server_name
 from provbackup.model import ROOT_ID, Verb, timestamp
 from provbackup.paths import (
     QUARANTINE_DIRECTORY,
@@ -28,10 +30,10 @@ from provbackup.paths import (
     RSNAPSHOT_LOCK,
 )
 from provbackup.plan import CONF_MODE, QUARANTINE_MODE, AccountPlan
+from provbackup.work import subvolumes
 from provbackup.work.hooks import run_hook
 from provbackup.work.jail import write_account_files
 from provbackup.work.ownership import check_owner, write_record
-from provbackup.work.quota import set_quota
 from provbackup.work.remove import Budget
 from provbackup.work.rsnapshot import ConfigTester
 from provbackup.work.safe import (
@@ -77,7 +79,8 @@ def apply_plan(
     steps: list[str] = []
     # Before anything, hooks included: a directory made for another entry is left alone.
     try:
-        record_owner = check_owner(plan.account)
+        server = server_name(config)
+        record_owner = server if check_owner(plan.account, server) else None
     except OSError as error:
         raise WorkError(
             f"{plan.paths.account}: {error.strerror or error}", return_value=RETURN_FILESYSTEM
@@ -115,7 +118,7 @@ def _provision(
     tester: ConfigTester,
     steps: list[str],
     quota_timeout: float,
-    record_owner: bool,
+    record_owner: str | None,
 ) -> None:
     paths = plan.paths
     with contextlib.ExitStack() as stack:
@@ -127,8 +130,8 @@ def _provision(
         }
         for spec in plan.directories:
             text = str(spec.path)
-            if spec.path == paths.incoming and plan.engine == ENGINE_BTRFS:
-                btrfs.ensure_incoming(opened[str(paths.home)], steps)
+            if spec.path == paths.incoming:
+                plan.engine.create(opened[str(paths.home)], steps)
             opened[text] = stack.enter_context(
                 ensure_directory(
                     opened[os.path.dirname(text)], spec.path.name, spec.uid, spec.gid, spec.mode,
@@ -138,7 +141,7 @@ def _provision(
             if record_owner and spec.path == paths.account:
                 # Recorded before anything is made inside it: a crash leaves no
                 # unrecorded tree with owners in it.
-                write_record(opened[text], plan.account, steps)
+                write_record(opened[text], plan.account, steps, record_owner)
         account = opened[str(paths.account)]
         remove_stale_temporaries(account, steps)
         jail = opened[str(paths.chroot)]
@@ -155,10 +158,7 @@ def _provision(
             _write_conf(plan, account, tester, steps)
         # What /bin/getQuota prints: the new quota at once, the sizes of the last snapshot run.
         update_usage_quota(account, plan.account.gid_number, plan.account.quota_bytes, steps)
-        if plan.engine == ENGINE_BTRFS:
-            steps.append(btrfs.set_limit(opened[str(paths.home)], plan.account.quota_bytes))
-            return
-    steps.append(set_quota(plan, quota_timeout))
+        steps.append(plan.engine.quota(plan, opened[str(paths.home)], quota_timeout))
 
 
 def _write_conf(
@@ -207,7 +207,7 @@ def _delete(
             # Refuses a symlink or a file in place of the account directory, before anything.
             with open_directory(parent, paths.account.name) as account:
                 _refuse_while_rsnapshot_runs(account)
-                steps.append(set_quota(plan, quota_timeout))
+                steps.append(plan.engine.delete(plan, quota_timeout))
                 # A quarantined account must never be picked up by a snapshot runner.
                 if lstat_entry(account, RSNAPSHOT_CONF) is not None:
                     os.rename(
@@ -224,7 +224,7 @@ def _delete(
                 # quarantine, where the next run's purge goes on with it.
                 _quarantine(plan, root, parent, now, steps)
         else:
-            steps.append(set_quota(plan, quota_timeout))
+            steps.append(plan.engine.delete(plan, quota_timeout))
             steps.append(f"{paths.account} does not exist: nothing to remove")
         _remove_empty_layout(plan, chain, steps)
 
@@ -234,7 +234,7 @@ def _remove_account(
 ) -> bool:
     """Remove the account directory (its btrfs subvolumes first); False when out of time."""
     with open_directory(parent, plan.paths.account.name) as account:
-        steps += btrfs.remove_account_subvolumes(account, plan.account.uid)
+        steps += subvolumes.remove_account_subvolumes(account, plan.account.uid)
     return remove_tree(parent, plan.paths.account.name, budget)
 
 

@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 MARKER = b"TODAY"
 MAX_BYTES = 64
 TIME_FORMAT = "%Y-%m-%d %H:%M"
+MAX_HOSTS = 100  # host directories looked at per snapshot (sorted), as work/usage.py
 
 
 def fix_backup_time(snapshot: OpenDirectory, moment: datetime) -> list[str]:
@@ -32,13 +33,21 @@ def fix_backup_time(snapshot: OpenDirectory, moment: datetime) -> list[str]:
     ``moment`` is the snapshot's time; it is written in the server's local
     time as ``yyyy-MM-dd HH:mm``. The new file keeps the old one's owner,
     group, mode and modification time. Returns the steps done. Hosts whose
-    directories are not plain directories are skipped.
+    directories are not plain directories are skipped; only the first
+    :data:`MAX_HOSTS` directories (sorted) are looked at, the rest is
+    logged as a warning (a customer's directories must not make the work
+    on a full account's snapshot, done with its limit raised, unbounded).
     """
     steps: list[str] = []
     text = moment.astimezone().strftime(TIME_FORMAT).encode("ascii")
     with os.scandir(snapshot.fd) as entries:
         hosts = sorted(entry.name for entry in entries if entry.is_dir(follow_symlinks=False))
-    for host in hosts:
+    if len(hosts) > MAX_HOSTS:
+        logger.warning(
+            "%s: %d host directories, more than %d: backupTime fixed in the first %d only",
+            snapshot.path, len(hosts), MAX_HOSTS, MAX_HOSTS,
+        )  # fmt: skip
+    for host in hosts[:MAX_HOSTS]:
         try:
             with (
                 open_directory(snapshot, host) as client,

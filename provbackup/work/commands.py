@@ -30,9 +30,11 @@ import secrets
 import selectors
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import IO
 
 from provbackup.errors import WorkError
 from provbackup.work.descendants import TOKEN_VARIABLE, TRACKER, alive, tree
@@ -75,6 +77,7 @@ def run_command(
     return_value: int,
     environment: Mapping[str, str] | None = None,
     merge_output: bool = False,
+    stdin_data: bytes | None = None,
 ) -> CommandResult:
     """Run ``argv`` without a shell, stdin from /dev/null, for at most ``timeout`` seconds.
 
@@ -83,19 +86,26 @@ def run_command(
     missing, cannot be started, or is not over at the timeout (it is then
     killed with every process it started; the message says which were
     left). ``environment`` replaces ours; ``merge_output`` sends stderr
-    into stdout. A non-zero exit is returned, not raised: the caller words
-    that error.
+    into stdout; ``stdin_data`` is given on stdin instead of /dev/null (from
+    an unlinked temporary file: a command that does not read it cannot block
+    us). A non-zero exit is returned, not raised: the caller words that error.
     """
     argv = tuple(argv)
     token = secrets.token_hex(8)
     env = dict(os.environ if environment is None else environment)
     env[TOKEN_VARIABLE] = token
     logger.debug("running %s: %s", what, argv)
-    with TRACKER.command(token) as register:
+    with TRACKER.command(token) as register, contextlib.ExitStack() as stack:
+        stdin: int | IO[bytes] = subprocess.DEVNULL
+        if stdin_data is not None:
+            stdin = stack.enter_context(tempfile.TemporaryFile())
+            stdin.write(stdin_data)
+            stdin.flush()
+            stdin.seek(0)
         try:
             process = subprocess.Popen(
                 argv,
-                stdin=subprocess.DEVNULL,
+                stdin=stdin,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT if merge_output else subprocess.PIPE,
                 env=env,

@@ -6,12 +6,12 @@ import contextlib
 import os
 import re
 import stat
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from provbackup.config import Config
-from provbackup.engines import ENGINE_BTRFS, btrfs
 from provbackup.entry import LdapEntry
 from provbackup.errors import EntryError, WorkError
 from provbackup.paths import AccountPaths, account_paths
@@ -25,17 +25,21 @@ from provbackup.work.safe import (
 )
 
 NEWEST_SNAPSHOT = re.compile(r"(hourly|daily|weekly|monthly|yearly)\.0")
+# What the engine adds to the view (provbackup.engines.base.Engine.inspect).
+Inspect = Callable[[AccountPaths], dict[str, Any]]
 
 
-def inspect_entry(entry: LdapEntry, config: Config) -> dict[str, Any]:
-    """Describe the server side of ``entry`` (see :func:`inspect_account`).
+def inspect_entry(
+    entry: LdapEntry, config: Config, *, engine: str | None = None, inspect: Inspect | None = None
+) -> dict[str, Any]:
+    """Describe the server side of ``entry`` (see :func:`inspect_account`, ``engine``, ``inspect``).
 
     Needs only the entry's uid. Raises InvalidEntryError when the uid is
     missing or unusable in the configured layout.
     """
     uid = entry.single("uid")
     paths = account_paths(config.backup.root, config.backup.layout, uid)
-    view = inspect_account(paths, engine=config.backup.engine)
+    view = inspect_account(paths, engine=engine, inspect=inspect)
     if view["exists"]:
         view["owner"] = describe_owner(paths, entry.optional("entryUUID"))
     if not view["exists"]:
@@ -79,7 +83,9 @@ def quarantined(root: Path, uid: str, days: int) -> list[str]:
     return found
 
 
-def inspect_account(paths: AccountPaths, *, engine: str = "rsnapshot") -> dict[str, Any]:
+def inspect_account(
+    paths: AccountPaths, *, engine: str | None = None, inspect: Inspect | None = None
+) -> dict[str, Any]:
     """Describe the account's directories, rsnapshot.conf and newest snapshot.
 
     Walks from the backup root without following any symlink: a symlink or
@@ -89,9 +95,10 @@ def inspect_account(paths: AccountPaths, *, engine: str = "rsnapshot") -> dict[s
     (name -> ``path``, ``type`` and, where it exists, ``owner``, ``group``,
     ``mode``), ``rsnapshot_conf`` (``active``, ``inactive``, ``both`` or
     ``missing``) and ``newest_snapshot`` (``name`` and UTC ``time``, or
-    None), ``engine`` (``[backup] engine``) and, for btrfs, ``btrfs`` (the
-    incoming/ subvolume, its qgroup, limit and figures). Never raises for
-    what it finds; a missing backup root reads as everything missing.
+    None); first ``engine`` (the engine's title) when given, last what
+    ``inspect`` (the engine's) adds: for btrfs, ``btrfs`` (the incoming/
+    subvolume, its qgroup, limit and figures). Never raises for what it
+    finds; a missing backup root reads as everything missing.
     """
     named = {
         "account": paths.account,
@@ -109,8 +116,8 @@ def inspect_account(paths: AccountPaths, *, engine: str = "rsnapshot") -> dict[s
     conf = {(True, False): "active", (False, True): "inactive", (True, True): "both"}.get(
         (active, inactive), "missing"
     )
-    view = {
-        "engine": engine if engine != ENGINE_BTRFS else "btrfs (experimental)",
+    view: dict[str, Any] = {} if engine is None else {"engine": engine}
+    view |= {
         "account_dir": str(paths.account),
         "home": str(paths.home),
         "exists": entries["account"]["type"] == "directory",
@@ -120,8 +127,8 @@ def inspect_account(paths: AccountPaths, *, engine: str = "rsnapshot") -> dict[s
             _newest_snapshot(paths) if entries["snapshots"]["type"] == "directory" else None
         ),
     }
-    if engine == ENGINE_BTRFS:
-        view["btrfs"] = btrfs.describe_account(paths.root, paths.home)
+    if inspect is not None:
+        view |= inspect(paths)
     return view
 
 

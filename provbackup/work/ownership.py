@@ -33,7 +33,7 @@ import json
 import os
 import secrets
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from provbackup.errors import EntryError, UnsafePathError
 from provbackup.model import ROOT_ID, Account
@@ -53,11 +53,14 @@ class Owner:
     entry_uuid: str | None
     uid_number: int
     gid_number: int
+    # The backup server that holds it (README 'Many backup servers, one directory').
+    # Not part of who owns it: a moved tree keeps its owner and is re-recorded.
+    server: str | None = field(default=None, compare=False)
 
     @classmethod
-    def of(cls, account: Account) -> Owner:
-        """The owner ``account`` would be recorded as."""
-        return cls(account.entry_uuid, account.uid_number, account.gid_number)
+    def of(cls, account: Account, server: str | None = None) -> Owner:
+        """The owner ``account`` would be recorded as, on backup server ``server``."""
+        return cls(account.entry_uuid, account.uid_number, account.gid_number, server)
 
     def record(self, account: Account) -> bytes:
         """The record's content for ``account`` (JSON, one line)."""
@@ -68,6 +71,8 @@ class Owner:
             "uid": account.uid,
             "dn": account.dn,
         }
+        if self.server is not None:
+            document["server"] = self.server
         return (json.dumps(document, sort_keys=True) + "\n").encode("utf-8")
 
 
@@ -97,20 +102,23 @@ def read_record(account_directory: OpenDirectory) -> Owner | None:
     try:
         document = json.loads(data)
         uuid = document["entryUUID"]
+        server = document.get("server")
         return Owner(
             uuid if isinstance(uuid, str) else None,
             int(document["uidNumber"]),
             int(document["gidNumber"]),
+            server if isinstance(server, str) else None,
         )
     except (ValueError, KeyError, TypeError):
         return None
 
 
-def check_owner(account: Account) -> bool:
+def check_owner(account: Account, server: str | None = None) -> bool:
     """Check that ``account``'s directory is its own before anything is done on it.
 
     Returns True when the record must be written (a new account, no record
-    yet, or the entry was renumbered), False when it is right.
+    yet, the entry was renumbered, or it names another backup server than
+    ``server``: a moved tree), False when it is right.
     Raises UnsafePathError (11) naming the directory and its owner when it
     was made for another entry, or has no record and owners that are not
     the entry's.
@@ -125,8 +133,9 @@ def check_owner(account: Account) -> bool:
         except FileNotFoundError:
             return True  # a new account: recorded as soon as A is made
         recorded = read_record(parent)
+        moved = server is not None and recorded is not None and recorded.server != server
         if recorded == owner:
-            return False
+            return moved
         if recorded is not None and recorded.entry_uuid is not None:
             if recorded.entry_uuid != owner.entry_uuid:
                 raise UnsafePathError(
@@ -137,7 +146,7 @@ def check_owner(account: Account) -> bool:
                 )
             return True  # this entry, renumbered by its operator: record the new numbers
         _check_owners(parent, account, recorded)
-        return recorded != owner
+        return recorded != owner or moved
 
 
 def _check_owners(
@@ -198,8 +207,10 @@ def _owners(
     return found
 
 
-def write_record(account_directory: OpenDirectory, account: Account, steps: list[str]) -> None:
-    """Record ``account`` as the owner of the open account directory, atomically.
+def write_record(
+    account_directory: OpenDirectory, account: Account, steps: list[str], server: str | None = None
+) -> None:
+    """Record ``account`` (held by backup server ``server``) as the open directory's owner.
 
     A temporary file created with ``O_EXCL|O_NOFOLLOW`` (root, 0600) is
     renamed over the record: a reader sees the old record or the new one,
@@ -218,7 +229,7 @@ def write_record(account_directory: OpenDirectory, account: Account, steps: list
         try:
             os.fchown(fd, ROOT_ID, ROOT_ID)
             os.fchmod(fd, OWNER_MODE)
-            os.write(fd, Owner.of(account).record(account))
+            os.write(fd, Owner.of(account, server).record(account))
         finally:
             os.close(fd)
         os.rename(
@@ -250,8 +261,28 @@ def describe_owner(paths: AccountPaths, entry_uuid: str | None) -> str:
         f"entryUUID {recorded.entry_uuid}, uidNumber {recorded.uid_number}, "
         f"gidNumber {recorded.gid_number}"
     )
+    if recorded.server is not None:
+        text += f", server {recorded.server}"
     if recorded.entry_uuid is None or entry_uuid is None:
         return text
     if recorded.entry_uuid == entry_uuid:
         return f"{text} (this entry)"
     return f"{text}: ANOTHER entry (this one is {entry_uuid}); its work fails with 11"
+
+
+def account_directory_exists(paths: AccountPaths) -> bool:
+    """Tell whether this server has the account directory of ``paths``; read-only.
+
+    Follows no link. Something unsafe standing there (a symlink, a file)
+    counts as present: the work then refuses it with its reason.
+    """
+    try:
+        with contextlib.ExitStack() as stack:
+            parent = stack.enter_context(open_root(paths.root))
+            for directory in (*paths.layout_directories, paths.account):
+                parent = stack.enter_context(open_directory(parent, directory.name))
+    except FileNotFoundError:
+        return False
+    except (OSError, EntryError):
+        return True
+    return True

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from provbackup.engines import btrfs
 from provbackup.model import parse_timestamp
 from provbackup.paths import QUARANTINE_DIRECTORY
+from provbackup.work import subvolumes
 from provbackup.work.remove import Budget
 from provbackup.work.safe import lstat_entry, open_directory, open_root, remove_tree
 
@@ -78,7 +78,7 @@ def purge_quarantine(root: Path, days: int, now: datetime, budget: Budget | None
                     if status is not None and stat.S_ISDIR(status.st_mode):
                         # Read-only snapshots cannot be emptied file by file: subvolumes first.
                         with open_directory(quarantine, name) as account:
-                            btrfs.remove_account_subvolumes(account, match["uid"])
+                            subvolumes.remove_account_subvolumes(account, match["uid"])
                     gone = remove_tree(quarantine, name, budget)
                 except Exception as error:  # one bad tree never stops the others or the run
                     logger.error("cannot purge %s: %s", path, error)

@@ -1,23 +1,22 @@
-"""What an account uses on disk, what its clients last finished, and its usage file.
+"""What an account's clients last finished, and its usage file (both engines).
 
-Sizes are what the filesystem allocates (``st_blocks * 512``, as ``du``
-counts), each inode once by ``(st_dev, st_ino)``, found by an iterative walk
-over directory descriptors: no recursion on the Python stack, no symlink
-followed, no file opened. ``sstQuota`` bounds the account's group quota,
-which counts ``incoming/`` and ``.snapshots/`` together, each inode once:
-so ``backup`` is ``incoming/`` and ``snapshot`` is what ``.snapshots/`` adds
-on top of it (an inode shared with ``incoming/`` is counted in ``backup``
-only), and quota - backup - snapshot is what is left, as getQuota shows.
+The figures come from the engine (:meth:`provbackup.engines.base.Engine.usage`;
+the rsnapshot engine's walk is :mod:`provbackup.engines.rsnapshot_usage`).
+``sstQuota`` bounds what ``incoming/`` and ``.snapshots/`` hold together:
+``backup`` is ``incoming/`` and ``snapshot`` what ``.snapshots/`` adds on
+top of it, and quota - backup - snapshot is what is left, as getQuota shows.
 
 ``backupEnded.xml`` is written by the customer and read as root: opened
-without following a symlink or blocking on a FIFO, at most 64 KiB, refused
-with a DOCTYPE or an entity declaration, and host names validated and
-length-capped before they reach LDAP.
+without following a symlink or blocking on a FIFO, at most 64 KiB, parsed
+by defusedxml (a DOCTYPE or an entity is refused in whatever encoding the
+file uses: nothing is expanded or fetched), its enddate taken only in the
+one form Sepiola writes, and host names validated and length-capped before
+they reach LDAP. Whatever a host's file holds, that host is left out with
+one log line; it never fails the account.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import re
@@ -27,10 +26,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from xml.etree import ElementTree
 
+from defusedxml import DefusedXmlException
+from defusedxml import ElementTree as SafeElementTree
+
 from provbackup.errors import EntryError
 from provbackup.model import ROOT_ID, TIMESTAMP_FORMAT
 from provbackup.work.safe import (
-    OPEN_DIRECTORY_FLAGS,
     OPEN_FILE_FLAGS,
     OpenDirectory,
     ensure_directory,
@@ -41,12 +42,18 @@ from provbackup.work.safe import (
 
 logger = logging.getLogger(__name__)
 
-BLOCK_BYTES = 512
-VANISHED = (errno.ENOENT, errno.ELOOP, errno.ENOTDIR)
 MAX_OPEN_FILES = 1 << 20
 MAX_XML_BYTES = 64 * 1024
 MAX_HOSTS = 100
 HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+# What Sepiola writes (Qt's ISO date with an offset), in ASCII digits only.
+END_DATE = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?(?:Z|[+-][0-9]{2}:?[0-9]{2})"
+)
+EARLIEST_YEAR = 1970  # and at most 9999: a timestamp keeps its four digits
+ENDED_FILE = (".sepiola_backup", "backupEnded.xml")
+LAST_BACKUP_ATTRIBUTE = "sstBackupLastSuccessfulBackup"
+SHOWN = 40  # characters of a customer's value a message shows
 USAGE_DIRECTORY = ("etc", "provbackup")
 USAGE_FILE = "usage"
 USAGE_MODE = 0o640
@@ -58,58 +65,6 @@ class Usage:
 
     backup: int
     snapshot: int
-
-
-def allocated_bytes(top: OpenDirectory, seen: set[tuple[int, int]]) -> int:
-    """Return the bytes allocated below (and for) the open directory ``top``.
-
-    Counts every inode not yet in ``seen`` (and adds it there), so a hard
-    link counts once, also across calls sharing ``seen``. Iterative: a stack
-    of open directory descriptors as deep as the tree, never the Python
-    stack. Entries that vanish during the walk are skipped.
-    """
-    total = 0
-    info = os.fstat(top.fd)
-    key = (info.st_dev, info.st_ino)
-    if key not in seen:
-        seen.add(key)
-        total += info.st_blocks * BLOCK_BYTES
-    # Each level holds its own descriptor and the names still to visit in it.
-    stack: list[tuple[int, list[str]]] = [(os.dup(top.fd), os.listdir(top.fd))]
-    try:
-        while stack:
-            fd, names = stack[-1]
-            if not names:
-                os.close(fd)
-                stack.pop()
-                continue
-            name = names.pop()
-            try:
-                status = os.stat(name, dir_fd=fd, follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            key = (status.st_dev, status.st_ino)
-            if key in seen:
-                continue
-            if status.st_nlink > 1 and not stat.S_ISDIR(status.st_mode):
-                seen.add(key)  # only a hard-linked file can be met again
-            total += status.st_blocks * BLOCK_BYTES
-            if stat.S_ISDIR(status.st_mode):
-                try:
-                    child = os.open(name, OPEN_DIRECTORY_FLAGS, dir_fd=fd)
-                except OSError as error:
-                    if error.errno in VANISHED:
-                        continue  # removed, or swapped for a symlink, since the stat
-                    raise  # EMFILE and the like: a figure must never be silently short
-                try:
-                    stack.append((child, os.listdir(child)))
-                except BaseException:
-                    os.close(child)
-                    raise
-    finally:
-        for fd, _names in stack:
-            os.close(fd)
-    return total
 
 
 def raise_open_files_limit() -> int:
@@ -127,23 +82,14 @@ def raise_open_files_limit() -> int:
     return soft
 
 
-def measure(home: OpenDirectory) -> Usage:
-    """Measure the account's ``incoming/`` and ``.snapshots/`` below its open home."""
-    seen: set[tuple[int, int]] = set()
-    with open_directory(home, "incoming") as incoming:
-        backup = allocated_bytes(incoming, seen)
-    with open_directory(home, ".snapshots") as snapshots:
-        snapshot = allocated_bytes(snapshots, seen)
-    return Usage(backup=backup, snapshot=snapshot)
-
-
 def last_successful_backups(home: OpenDirectory) -> list[str]:
     """Return ``<host>:YYYYMMDDThhmmssZ`` for every client host whose last backup succeeded.
 
     Reads ``incoming/<host>/.sepiola_backup/backupEnded.xml`` of each host
-    directory (hosts sorted, at most 100); a host whose file is missing,
-    unsafe, malformed or says ``success`` other than 1 is left out (logged
-    at debug level). Host names are the directory names, validated.
+    directory (hosts sorted, at most 100, names validated). A host whose
+    file is missing or says ``success`` other than 1 is left out; one whose
+    file raises anything (unsafe, refused by :func:`parse_backup_ended`) is
+    left out with one warning naming account, host, file and value.
     """
     values: list[str] = []
     with open_directory(home, "incoming") as incoming:
@@ -156,45 +102,74 @@ def last_successful_backups(home: OpenDirectory) -> list[str]:
         for host in hosts[:MAX_HOSTS]:
             try:
                 ended = _backup_ended(incoming, host)
-            except (OSError, ValueError, ElementTree.ParseError) as error:
-                logger.debug("%s/%s: backupEnded.xml not used: %s", incoming.path, host, error)
+            except FileNotFoundError:
+                continue  # no backup finished from this host yet
+            except Exception as error:  # the customer's data: this host only, never the account
+                where = incoming.path.joinpath(host, *ENDED_FILE)
+                logger.warning("account %s: host %s: %s: %s; left out of %s", home.path.name, host,
+                               where, _one_line(error), LAST_BACKUP_ATTRIBUTE)  # fmt: skip
                 continue
             if ended is not None:
                 values.append(f"{host}:{ended.strftime(TIMESTAMP_FORMAT)}")
     return values
 
 
+def _one_line(error: Exception) -> str:
+    """The error as one printable, bounded line (it may quote a customer's bytes)."""
+    text = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    if not isinstance(error, ValueError):
+        text = f"{type(error).__name__}: {text}"
+    text = "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
+    return text if len(text) <= 4 * SHOWN else text[: 4 * SHOWN] + "..."
+
+
+def _shown(value: str | bytes) -> str:
+    """A customer's value for a message: quoted, escaped, cut to SHOWN characters."""
+    return repr(value[:SHOWN]) + ("..." if len(value) > SHOWN else "")
+
+
 def _backup_ended(incoming: OpenDirectory, host: str) -> datetime | None:
     with (
         open_directory(incoming, host) as client,
-        open_directory(client, ".sepiola_backup") as metadata,
+        open_directory(client, ENDED_FILE[0]) as metadata,
     ):
-        data = _read_small_file(metadata, "backupEnded.xml")
+        data = _read_small_file(metadata, ENDED_FILE[1])
     return parse_backup_ended(data)
 
 
 def parse_backup_ended(data: bytes) -> datetime | None:
     """Return the UTC end time of a successful backup from a backupEnded.xml, else None.
 
-    Raises ValueError for a file over 64 KiB or one declaring a DOCTYPE or
-    entities (nothing is expanded), ElementTree.ParseError for bad XML.
+    Raises ValueError naming what is wrong (with the value, cut) for: over
+    64 KiB; a DOCTYPE or entity in any encoding (defusedxml: nothing
+    expanded or fetched); XML that is not well-formed (UTF-32, which expat
+    cannot read, too); another root; an enddate other than
+    ``YYYY-MM-DDThh:mm:ss[.ffffff]`` and ``Z`` or ``+hh:mm`` in ASCII
+    digits, no real time, or outside the years 1970-9999 in UTC.
     """
     if len(data) > MAX_XML_BYTES:
         raise ValueError(f"larger than {MAX_XML_BYTES} bytes")
-    lowered = data.lower()
-    if b"<!doctype" in lowered or b"<!entity" in lowered:
-        raise ValueError("declares a DOCTYPE or an entity: refused")
-    root = ElementTree.fromstring(data)
+    try:
+        root = SafeElementTree.fromstring(data, forbid_dtd=True)
+    except DefusedXmlException as error:
+        raise ValueError(f"refused, nothing expanded or fetched: {error}") from None
+    except ElementTree.ParseError as error:
+        raise ValueError(f"not well-formed XML ({error}), starting {_shown(data)}") from None
     if root.tag != "backup_ended":
-        raise ValueError(f"root element {root.tag[:40]!r}, expected backup_ended")
+        raise ValueError(f"root element {_shown(root.tag)}, expected backup_ended")
     success = (root.findtext("success") or "").strip()
     if success != "1":
         return None
     text = (root.findtext("enddate") or "").strip()
-    moment = datetime.fromisoformat(text[:40])
-    if moment.tzinfo is None:
-        raise ValueError(f"enddate {text[:40]!r} has no UTC offset")
-    return moment.astimezone(UTC)
+    if not END_DATE.fullmatch(text):
+        raise ValueError(f"enddate {_shown(text)} is not an ISO 8601 time with a UTC offset")
+    try:
+        moment = datetime.fromisoformat(text).astimezone(UTC)
+    except (ValueError, OverflowError) as error:  # 2013-02-30, +24:00, 0001-01-01...+00:01
+        raise ValueError(f"enddate {_shown(text)} is not a time: {error}") from None
+    if moment.year < EARLIEST_YEAR:
+        raise ValueError(f"enddate {_shown(text)} is before {EARLIEST_YEAR}")
+    return moment
 
 
 def _read_small_file(parent: OpenDirectory, name: str) -> bytes:
@@ -228,7 +203,8 @@ def read_usage_file(account: OpenDirectory) -> tuple[int, int, int] | None:
     except (OSError, ValueError):
         return None
     fields = data.decode("ascii", errors="replace").split()
-    if len(fields) != 3 or not all(field.isdigit() for field in fields):
+    # ASCII digits only ("²".isdigit() is true, int("²") raises), and no giant numbers.
+    if len(fields) != 3 or not all(re.fullmatch(r"[0-9]{1,20}", field) for field in fields):
         return None
     quota, backup, snapshot = (int(field) for field in fields)
     return quota, backup, snapshot

@@ -49,8 +49,13 @@ NOT_WRITABLE = {
 # What provbackup reads (write implies read), and what it must not see.
 READABLE = {"uid", "uidnumber", "gidnumber", "homedirectory", "sstquota", "sstisactive",
             "sstbackupintervaldaily", "entryuuid", "sstprovisioningmode",
-            "sstprovisioningstate", "sstprovisioningexecutiondate"}  # fmt: skip
-NOT_READABLE = {"cn", "loginshell", "sstbelongstocustomeruid", "sstusessh", "sstbackupwarningon"}
+            "sstprovisioningstate", "sstprovisioningexecutiondate",
+            # the customer warnings (notify)
+            "sstbackupwarningon", "sstbackupwarningdays", "sstbackupwarningnumbers",
+            "sstnotificationwarninglevel", "sstnotificationwarningmedium",
+            "sstnotificationwarning", "mail", "mobile",
+            "preferredlanguage"}  # fmt: skip
+NOT_READABLE = {"cn", "loginshell", "sstbelongstocustomeruid", "sstusessh", "sstuseselfcare"}
 
 FLAVOURS = ["ldap_server", "stoney_ldap_server"]
 
@@ -166,7 +171,11 @@ def test_entries_cannot_be_added_deleted_or_renamed_nor_anything_outside_the_acc
 
 
 def test_only_the_listed_attributes_are_read(server: Slapd) -> None:
-    dn, attributes = account_entry("4100006", base_dn=server.accounts_dn, home_directory="/h")
+    warnings = {"mail": ["c@example.org"], "mobileTelephoneNumber": ["+41791234567"],
+                "preferredLanguage": ["de"], "sstNotificationWarning": ["quota"]}  # fmt: skip
+    dn, attributes = account_entry(
+        "4100006", base_dn=server.accounts_dn, home_directory="/h", extra=warnings
+    )
     server.add_entries([(dn, attributes)])
     connection = as_provbackup(server)
     try:

@@ -18,7 +18,8 @@ import pytest
 from btrfs_image import BtrfsImage, customer, subvolume_ids
 from support import modify_entry, read_entry, run, write_config
 
-from provbackup.engines import btrfs_ioctl
+from provbackup.engines.btrfs import MAX_NESTED_SUBVOLUMES
+from provbackup.work import btrfs_ioctl
 from provbackup.work.purge import purge_quarantine
 from sandbox import account_entry, jailkit_home_directory
 
@@ -264,3 +265,55 @@ def test_check_warns_when_a_customer_made_the_qgroup_figures_inconsistent(
         )
         assert rescan.returncode == 0, rescan.stderr
     assert "qgroup figures inconsistent" not in run(setup, "check").out
+
+
+def test_customer_made_subvolumes_past_the_limit_fail_their_account_with_the_reason(
+    tmp_path: Path, ldap_server, btrfs_root: Path
+) -> None:
+    setup = btrfs_setup(tmp_path, ldap_server, btrfs_root)
+    uid, other = "1000108", "1000109"
+    provision(ldap_server, setup, btrfs_root, uid)
+    provision(ldap_server, setup, btrfs_root, other)
+    incoming = home_of(btrfs_root, uid) / "incoming"
+    write_as_customer(uid, incoming / "h" / "f", b"x")
+    assert run(setup, "snapshot", "daily").code == 0
+    number, group = ids(uid)
+    script = "; ".join(
+        f"btrfs subvolume create s{n} >/dev/null" for n in range(MAX_NESTED_SUBVOLUMES + 8)
+    )
+    made = customer(number, group, "sh", "-ec", script, cwd=incoming)
+    assert made.returncode == 0, made.stderr
+    result = run(setup, "snapshot", "daily")
+    assert result.code == 1, result.out + result.err
+    row = re.search(rf"^failed\s+{uid}\s.*$", result.out, re.M)
+    assert row, result.out
+    assert str(account_dir(btrfs_root, uid)) in row[0]
+    assert f"more than {MAX_NESTED_SUBVOLUMES} subvolumes made inside incoming/" in row[0]
+    assert f"counting stopped at {MAX_NESTED_SUBVOLUMES + 1}" in row[0]
+    # the other account is snapshotted as usual; the refused one keeps its snapshot
+    assert re.search(rf"^done\s+{other}\s", result.out, re.M)
+    assert os.listdir(home_of(btrfs_root, uid) / ".snapshots") == ["daily.0"]
+    # the operator deletes them (as root): the next run snapshots the account again
+    for n in range(MAX_NESTED_SUBVOLUMES + 8):
+        deleted = subprocess.run(
+            ["btrfs", "subvolume", "delete", str(incoming / f"s{n}")], capture_output=True
+        )
+        assert deleted.returncode == 0, deleted.stderr
+    again = run(setup, "snapshot", "daily")
+    assert again.code == 0, again.out + again.err
+    assert re.search(rf"^done\s+{uid}\s", again.out, re.M)
+
+
+def test_check_names_the_btrfs_quota_feature_it_found(
+    tmp_path: Path, ldap_server, btrfs_root: Path, btrfs_simple_image: BtrfsImage
+) -> None:
+    full = run(btrfs_setup(tmp_path, ldap_server, btrfs_root), "check")
+    assert "btrfs engine: full qgroups" in full.out, full.out
+    assert "simple quotas" not in full.out
+    root = btrfs_simple_image.mount / f"check-{os.getpid()}"
+    root.mkdir()
+    other = tmp_path / "simple"
+    other.mkdir()
+    simple = run(btrfs_setup(other, ldap_server, root), "check")
+    assert "btrfs engine: simple quotas (squota)" in simple.out, simple.out
+    assert "full qgroups" not in simple.out

@@ -15,16 +15,24 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from btrfs_image import BtrfsImage, customer, subvolume_ids
 
-from provbackup.engines import btrfs, btrfs_ioctl
-from provbackup.engines.btrfs_snapshot import STAGING_DIRECTORY, take_snapshot
+from provbackup.engines import btrfs
+from provbackup.engines.btrfs import MAX_NESTED_SUBVOLUMES
+from provbackup.engines.btrfs_snapshot import (
+    HEADROOM,
+    MAX_RAISES,
+    STAGING_DIRECTORY,
+    take_snapshot,
+)
 from provbackup.errors import ConfigError, WorkError
+from provbackup.work import btrfs_ioctl
+from provbackup.work.backuptime import MAX_HOSTS, fix_backup_time
 from provbackup.work.safe import OpenDirectory, open_directory, open_root, remove_tree
 
 UID = 61001
@@ -277,10 +285,102 @@ def test_full_account_still_gets_its_snapshot_and_keeps_its_limit(btrfs_root: Pa
         return ["fixed"]
 
     steps = snap(account, fix=fix)
-    assert any("lifted" in step for step in steps)
+    assert any("raised" in step for step in steps)
     assert (home_of(account) / ".snapshots/daily.0/host/fixed").stat().st_size == 64 * 1024
     assert qgroup_figure(incoming, 1, "max_referenced") == 16 * MIB
     assert os.listdir(account / STAGING_DIRECTORY) == []
+
+
+def full_account_racing_the_runner(
+    btrfs_root: Path, uploads: int
+) -> tuple[Path, list[tuple[int, bytes, int]], Callable[[OpenDirectory], list[str]]]:
+    """A full account (16 MiB) and a fix during which the customer uploads 8 MiB ``uploads`` times.
+
+    Returns the account, the list the fix fills with (dd's exit, its stderr,
+    the limit flags seen meanwhile) and the fix (which then runs the real
+    backupTime fix).
+    """
+    account = make_account(btrfs_root)
+    with opened(account) as (_directory, home):
+        btrfs.set_limit(home, 16 * MIB)
+    incoming = home_of(account) / "incoming"
+    write_as_customer(incoming / "host" / ".sepiola_backup" / "backupTime", b"TODAY")
+    assert write_as_customer(incoming / "host" / "fill", os.urandom(20 * MIB)).returncode != 0
+    during: list[tuple[int, bytes, int]] = []
+
+    def fix(staged: OpenDirectory) -> list[str]:
+        # While the runner works on the staged snapshot of the full account, the
+        # customer (another process) uploads 8 MiB more into incoming/, a new file each time.
+        if len(during) < uploads:
+            target = incoming / "host" / f"more{len(during)}"
+            attempt = write_as_customer(target, os.urandom(8 * MIB))
+            flags = qgroup_figure(incoming, 1, "limit_flags")
+            during.append((attempt.returncode, attempt.stderr, flags))
+        return fix_backup_time(staged, MOMENT)
+
+    return account, during, fix
+
+
+def test_customer_cannot_write_past_the_quota_while_the_runner_fixes_a_full_account(
+    btrfs_root: Path,
+) -> None:
+    account, during, fix = full_account_racing_the_runner(btrfs_root, uploads=1)
+    incoming = home_of(account) / "incoming"
+    steps = snap(account, fix=fix)
+    assert len(during) == 1, "the fix never ran"
+    (returncode, stderr, flags) = during[0]
+    assert returncode != 0 and b"Disk quota exceeded" in stderr, "wrote past the quota"
+    assert flags & 1, "the limit was off while the runner worked"
+    assert any("raised by" in step for step in steps), steps
+    snapshot = home_of(account) / ".snapshots" / "daily.0"
+    assert (snapshot / "host/.sepiola_backup/backupTime").read_text() != "TODAY"
+    # at most the raises' headroom past the quota, never the 8 MiB
+    referenced = qgroup_figure(incoming, 1, "referenced")
+    assert referenced <= 16 * MIB + MAX_RAISES * HEADROOM and referenced < 24 * MIB
+    assert qgroup_figure(incoming, 1, "max_referenced") == 16 * MIB
+    assert os.listdir(account / STAGING_DIRECTORY) == []
+
+
+def test_customer_racing_every_raise_only_fails_their_own_snapshot(btrfs_root: Path) -> None:
+    account, during, fix = full_account_racing_the_runner(btrfs_root, uploads=MAX_RAISES + 1)
+    incoming = home_of(account) / "incoming"
+    with pytest.raises(WorkError, match=f"still writing.*{MAX_RAISES} raises") as raised:
+        snap(account, fix=fix)
+    assert str(account) in str(raised.value)
+    assert during and all(code != 0 and b"Disk quota exceeded" in err for code, err, _ in during)
+    assert all(flags & 1 for _code, _err, flags in during)
+    # each raise gives at most HEADROOM more: 16 MiB + 3 x 4 MiB, not 16 + 4 x 8
+    assert qgroup_figure(incoming, 1, "referenced") <= 16 * MIB + MAX_RAISES * HEADROOM
+    assert qgroup_figure(incoming, 1, "max_referenced") == 16 * MIB
+    assert os.listdir(home_of(account) / ".snapshots") == []
+    assert "lifted-limit" not in os.listdir(account / STAGING_DIRECTORY)
+
+
+def test_backup_time_walk_of_a_full_account_is_capped(
+    btrfs_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    account = make_account(btrfs_root)
+    incoming = home_of(account) / "incoming"
+    hosts = MAX_HOSTS + 20
+    made = customer(UID, GID, "sh", "-c",
+                    f"for i in $(seq 1000 {999 + hosts}); do mkdir -p h$i/.sepiola_backup; "
+                    "echo TODAY > h$i/.sepiola_backup/backupTime; done", cwd=incoming)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    with opened(account) as (_directory, home):
+        btrfs.set_limit(home, 16 * MIB)
+    assert write_as_customer(incoming / "fill", os.urandom(20 * MIB)).returncode != 0
+    steps = snap(account, fix=lambda staged: fix_backup_time(staged, MOMENT))
+    snapshot = home_of(account) / ".snapshots" / "daily.0"
+    texts = [
+        (snapshot / f"h{n}" / ".sepiola_backup" / "backupTime").read_text().strip()
+        for n in range(1000, 1000 + hosts)
+    ]
+    # the first MAX_HOSTS host directories (sorted) are fixed, the rest is left as it was
+    assert all(text != "TODAY" for text in texts[:MAX_HOSTS])
+    assert texts[MAX_HOSTS:] == ["TODAY"] * 20
+    assert sum("backupTime: TODAY ->" in step for step in steps) == MAX_HOSTS
+    assert f"{hosts} host directories, more than {MAX_HOSTS}" in caplog.text
+    assert qgroup_figure(incoming, 1, "max_referenced") == 16 * MIB
 
 
 def test_limit_lifted_by_a_killed_run_is_put_back(btrfs_root: Path) -> None:
@@ -334,6 +434,54 @@ def test_nested_subvolume_is_counted_in_the_quota_at_the_next_snapshot(
     assert qgroup_figure(incoming, 1, "referenced") >= 20 * MIB
     refused = write_as_customer(incoming / "escape" / "b", os.urandom(8 * MIB))
     assert refused.returncode != 0 and b"Disk quota exceeded" in refused.stderr
+
+
+def make_subvolumes_as_customer(incoming: Path, names: list[str]) -> None:
+    """Create each of ``names`` (relative to incoming/) as a subvolume, as the customer."""
+    script = "set -e; " + "; ".join(
+        f"mkdir -p {Path(name).parent}; btrfs subvolume create {name} >/dev/null" for name in names
+    )
+    made = customer(UID, GID, "sh", "-c", script, cwd=incoming)
+    assert made.returncode == 0, made.stderr
+
+
+def test_customer_made_subvolumes_past_the_limit_refuse_the_snapshot(btrfs_root: Path) -> None:
+    account = make_account(btrfs_root)
+    incoming = home_of(account) / "incoming"
+    snapshots = home_of(account) / ".snapshots"
+    write_as_customer(incoming / "host" / "f", b"first")
+    snap(account)
+    # No privilege needed: subvolumes at the top, in a directory, inside each other.
+    names = [f"s{n}" for n in range(MAX_NESTED_SUBVOLUMES)]
+    names += [f"d/s{n}" for n in range(10)] + [f"s0/inner{n}" for n in range(10)]
+    make_subvolumes_as_customer(incoming, names)
+    write_as_customer(incoming / "s1" / "escaped", os.urandom(4 * MIB))
+    with pytest.raises(WorkError) as raised:
+        snap(account)
+    message = str(raised.value)
+    assert str(incoming) in message
+    limit = MAX_NESTED_SUBVOLUMES
+    assert f"more than {limit} subvolumes made inside incoming/" in message
+    assert f"(counting stopped at {limit + 1})" in message  # not the 36 there are
+    # nothing done for the account: no rotation, no new snapshot, nothing adopted
+    assert os.listdir(snapshots) == ["daily.0"]
+    assert (snapshots / "daily.0" / "host" / "f").read_bytes() == b"first"
+    assert qgroup_figure(incoming, 1, "referenced") < 4 * MIB
+    with open_root(incoming) as opened_incoming:
+        assert len(btrfs.nested_subvolumes(opened_incoming, most=5)) == 5
+        assert len(btrfs.nested_subvolumes(opened_incoming)) == len(names)
+    assert os.listdir(account / STAGING_DIRECTORY) == []
+
+
+def test_customer_made_subvolumes_up_to_the_limit_are_adopted(btrfs_root: Path) -> None:
+    account = make_account(btrfs_root)
+    incoming = home_of(account) / "incoming"
+    make_subvolumes_as_customer(incoming, [f"s{n}" for n in range(MAX_NESTED_SUBVOLUMES)])
+    write_as_customer(incoming / "s1" / "counted", os.urandom(4 * MIB))
+    steps = snap(account)
+    assert sum("counted subvolume" in step for step in steps) == MAX_NESTED_SUBVOLUMES
+    assert qgroup_figure(incoming, 1, "referenced") >= 4 * MIB
+    assert os.listdir(home_of(account) / ".snapshots") == ["daily.0"]
 
 
 def test_nested_subvolume_under_simple_quotas_is_limited_at_once(

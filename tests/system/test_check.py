@@ -1,7 +1,7 @@
 """``provbackup check``: the monitoring verdict.
 
 The rules (counts and status file → state) are tested on
-:func:`provbackup.actions.check.evaluate` directly; the command itself runs
+:func:`provbackup.actions.verdict.evaluate` directly; the command itself runs
 as a real process for the paths that need no directory (a missing
 configuration, an unreachable LDAP server), where it must speak the
 monitoring-plugin convention (exit 3, "PROVBACKUP UNKNOWN") instead of
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from provbackup.actions.check import (
+from provbackup.actions.verdict import (
     CheckResult,
     CheckState,
     count_statuses,

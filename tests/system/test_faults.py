@@ -37,7 +37,7 @@ from support import (
     write_config,
 )
 
-from provbackup.actions.check import CheckState, evaluate
+from provbackup.actions.verdict import CheckState, evaluate
 from provbackup.lock import lock_holders, run_lock
 from provbackup.state import Status
 from sandbox import Slapd, account_entry
@@ -270,7 +270,7 @@ def test_sigkill_at_20_random_points_then_reset_converges_on_the_clean_tree(
     seed = int(os.environ.get("PROVBACKUP_KILL_SEED", time.time_ns() % 10**6))
     rng = random.Random(seed)
     why = f"(PROVBACKUP_KILL_SEED={seed} reproduces this run)"
-    setup = write_config(tmp_path, ldap_server)
+    setup = write_config(tmp_path, ldap_server, "[backup]\nserver_name = backup1\n")
     root = setup.root
     scratch = tmp_path / "scratch"
     scratch.mkdir()
@@ -294,7 +294,9 @@ def test_sigkill_at_20_random_points_then_reset_converges_on_the_clean_tree(
         requests[dn] = ("modify", changes)
         assert uid in dn
     for dn in existing[len(modifies) :]:
-        requests[dn] = ("delete", {})
+        # Requested again once done, a delete must still name its server: a delete of an
+        # account no server holds is an operator's decision, never claimed.
+        requests[dn] = ("delete", {"host": ["backup1"]})
 
     def put_requests() -> None:
         for dn, (mode, changes) in requests.items():

@@ -6,13 +6,18 @@ clients do (SPEC section 6): Sepiola's login check, upload, getQuota, restore
 listing and download, its first run with a password and puttygen;
 OnlineBackup.pl's LEGACY=1 upload, mkdir -p and ls -al; rsnapshot; and
 OnlineRestore.pl's restore. Then the jail's walls: another customer's files,
-port forwarding, sftp, a deactivated and a deleted account.
+port forwarding, sftp, a deactivated and a deleted account. sshd runs with a
+copy of Debian's stock sshd_config (its Include pointed at a private
+sshd_config.d holding the shipped snippet): the snippet's Match block must
+reach the customers and nobody else, root and the operator keep every
+setting of the lines after the Include.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import select
 import socket
 import subprocess
@@ -26,6 +31,7 @@ from loginkit import (
     CHROOTSH_INI,
     EXTRAUSERS,
     NSSWITCH,
+    SSHD,
     Client,
     GlobalFiles,
     as_user,
@@ -47,6 +53,11 @@ pytestmark = pytest.mark.skipif(
 )
 
 SNIPPET = REPOSITORY / "examples" / "sshd_config.d" / "provbackup.conf"
+# Debian's pristine sshd_config, shipped by openssh-server (ucf's reference copy).
+STOCK_SSHD_CONFIG = Path("/usr/share/openssh/sshd_config")
+STOCK_INCLUDE = "Include /etc/ssh/sshd_config.d/*.conf\n"
+# A non-customer with an ordinary shell: its name does not start with a digit.
+OPERATOR, OPERATOR_ID = "pbtestop", 3723790
 QUOTA = 5 * 1024**3  # sstQuota: getQuota prints 5120 MiB
 PASSWORD = "Sepiola-first-run"
 # The accounts: uid (also uidNumber and gidNumber). Each test uses its own.
@@ -77,20 +88,55 @@ class Server:
         return f"uid={uid},{self.ldap.accounts_dn}"
 
 
-def _sshd_config(base: Path, port: int) -> Path:
-    config = base / "sshd_config"
-    config.write_text(
-        # The shipped snippet first, as Debian's sshd_config includes sshd_config.d/ first.
-        f"Include {SNIPPET}\n"
+def _installed_snippet() -> str:
+    """The shipped snippet with the two lines README tells Sepiola operators to uncomment."""
+    text = SNIPPET.read_text()
+    for line in ("PasswordAuthentication yes", "PubkeyAcceptedAlgorithms +ssh-dss"):
+        assert f"    #{line}\n" in text, line
+        # Without DSA (OpenSSH 10) README says to leave the ssh-dss line out: it stops sshd.
+        if DSA or "ssh-dss" not in line:
+            text = text.replace(f"    #{line}\n", f"    {line}\n")
+    return text
+
+
+def _stock_with_include(included: Path) -> str:
+    """Debian's stock sshd_config with its one Include naming ``included`` instead."""
+    stock = STOCK_SSHD_CONFIG.read_text()
+    assert stock.count(STOCK_INCLUDE) == 1, STOCK_SSHD_CONFIG
+    return stock.replace(STOCK_INCLUDE, f"Include {included}\n")
+
+
+def _sshd_config(base: Path, port: int, snippet: str | None, name: str = "sshd_config") -> Path:
+    """Stock sshd_config + private sshd_config.d: this server's settings and ``snippet``.
+
+    The server's own settings come in a file sorted before provbackup.conf
+    (as a local 00-*.conf would): the first value sshd reads wins, the
+    stock lines after the Include (UsePAM yes, X11Forwarding yes, ...) come
+    later.
+    """
+    included = base / f"{name}.d"
+    included.mkdir()
+    (included / "00-login-test.conf").write_text(
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {base / 'host_key'}\n"
-        f"PidFile {base / 'sshd.pid'}\n"
-        "UsePAM no\nKbdInteractiveAuthentication no\nStrictModes yes\n"
-        "AuthorizedKeysFile .ssh/authorized_keys\n"
-        "Subsystem sftp /usr/lib/openssh/sftp-server\nLogLevel VERBOSE\n"
-        # What README tells an operator to enable for Sepiola's first run.
-        "PasswordAuthentication yes\n" + ("PubkeyAcceptedAlgorithms +ssh-dss\n" if DSA else "")
+        f"PidFile {base / 'sshd.pid'}\nUsePAM no\nStrictModes yes\nLogLevel VERBOSE\n"
     )
+    if snippet is not None:
+        (included / "provbackup.conf").write_text(snippet)
+    config = base / name
+    config.write_text(_stock_with_include(included / "*.conf"))
     return config
+
+
+def _operator_client(home: Path, port: int) -> Client:
+    """A key login for the operator's own (non-customer) account, home ``home``."""
+    (home / ".ssh").mkdir(parents=True, mode=0o700)
+    key = make_key(home.parent / "client-operator")
+    keys = home / ".ssh" / "authorized_keys"
+    keys.write_text(Path(f"{key}.pub").read_text())
+    keys.chmod(0o600)
+    for path in (home, home / ".ssh", keys):
+        os.chown(path, OPERATOR_ID, OPERATOR_ID)
+    return Client(OPERATOR, key, port)
 
 
 def _password_hash(password: str) -> str:
@@ -122,7 +168,8 @@ def server(slapd: Slapd) -> Iterator[Server]:
             setup = write_config(
                 base, slapd,
                 extra=f"[backup]\njail_template = {base / 'template'}\n"
-                f"[jail]\nprograms = /usr/bin/puttygen\nsshd_config = {base / 'sshd_config'}\n",
+                f"[jail]\nprograms = /usr/bin/puttygen\nsshd_config = {base / 'sshd_config'}\n"
+                f"sshd_snippet = {base / 'sshd_config.d' / 'provbackup.conf'}\n",
             )  # fmt: skip
             built = run(setup, "jail-template")
             assert built.code == 0, built.err
@@ -138,9 +185,12 @@ def server(slapd: Slapd) -> Iterator[Server]:
             processed = run(setup, "process")
             assert processed.code == 0, processed.out + processed.err
             hashed = _password_hash(PASSWORD)
+            operator_home = base / OPERATOR
             write_extrausers(
-                [(uid, int(uid), int(uid), homes[uid], hashed if uid == FIRST_RUN else "*")
-                 for uid in ACCOUNTS]
+                [*((uid, int(uid), int(uid), homes[uid], hashed if uid == FIRST_RUN else "*")
+                   for uid in ACCOUNTS),
+                 (OPERATOR, OPERATOR_ID, OPERATOR_ID, str(operator_home), "*")],
+                shells={OPERATOR: "/bin/sh"},
             )  # fmt: skip
             enable_extrausers()
             relax_home_owner()
@@ -156,7 +206,8 @@ def server(slapd: Slapd) -> Iterator[Server]:
                     os.chown(keys, int(uid), int(uid))
                     keys.chmod(0o600)
                 clients[uid] = Client(uid, key, port)
-            config = _sshd_config(base, port)
+            clients[OPERATOR] = _operator_client(operator_home, port)
+            config = _sshd_config(base, port, _installed_snippet())
             with running_sshd(config, port, base / "sshd.log"):
                 yield Server(setup, slapd, base, port, clients)
     finally:
@@ -460,16 +511,140 @@ def test_deleted_account_cannot_log_in(server: Server) -> None:
     assert login.returncode == 255 and "LoggedIn" not in login.stdout
 
 
-def test_check_passes_on_this_setup_and_names_what_breaks_it(server: Server) -> None:
+def _sshd_t(config: Path, user: str) -> dict[str, list[str]]:
+    """``sshd -T -f config -C user=...``: keyword -> the values sshd shows, in order."""
+    done = subprocess.run(
+        [SSHD, "-T", "-f", str(config), "-C", f"user={user},host=localhost,addr=127.0.0.1"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    settings: dict[str, list[str]] = {}
+    for line in done.stdout.splitlines():
+        key, _, value = line.partition(" ")
+        settings.setdefault(key, []).append(value)
+    return settings
+
+
+def test_the_match_block_reaches_the_customers_and_ends_with_its_file(server: Server) -> None:
+    config = server.base / "sshd_config"
+    customer = _sshd_t(config, MAIN)
+    for key, value in (("disableforwarding", "yes"), ("allowtcpforwarding", "no"),
+                       ("allowagentforwarding", "no"), ("allowstreamlocalforwarding", "no"),
+                       ("permittty", "no"), ("permitopen", "none"), ("permitlisten", "none"),
+                       # Stock sshd_config says X11Forwarding yes after the Include:
+                       # the Match block still wins for the customers.
+                       ("x11forwarding", "no"), ("passwordauthentication", "yes")):  # fmt: skip
+        assert customer[key] == [value], key
+    assert "ssh-dss" in customer["pubkeyacceptedalgorithms"][0].split(",")
+    assert customer["subsystem"] == ["sftp /usr/lib/openssh/sftp-server"]
+
+    # Without the snippet: the same stock file and server settings, nothing else.
+    without = _sshd_config(server.base, server.port, None, "sshd_config-without-snippet")
+    for user in ("root", OPERATOR):
+        settings = _sshd_t(config, user)
+        assert settings == _sshd_t(without, user), user
+        # The stock lines after the Include apply to them (sshd's defaults differ).
+        for key, value in (("x11forwarding", "yes"), ("printmotd", "no"),
+                           ("kbdinteractiveauthentication", "no"), ("disableforwarding", "no"),
+                           ("allowtcpforwarding", "yes"), ("permittty", "yes")):  # fmt: skip
+            assert settings[key] == [value], (user, key)
+        assert settings["acceptenv"] == ["LANG", "LC_*"]
+        assert settings["subsystem"] == ["sftp /usr/lib/openssh/sftp-server"]
+        assert "ssh-dss" not in settings["pubkeyacceptedalgorithms"][0].split(",")
+
+    # The same block pasted where the Include was would swallow the rest of the file.
+    pasted = server.base / "sshd_config-pasted"
+    pasted.write_text(
+        _stock_with_include(server.base / "sshd_config.d" / "00-login-test.conf")
+        .replace(f"{server.base / 'sshd_config.d' / '00-login-test.conf'}\n",
+                 f"{server.base / 'sshd_config.d' / '00-login-test.conf'}\n"
+                 + _installed_snippet())
+    )  # fmt: skip
+    refused = subprocess.run([SSHD, "-t", "-f", str(pasted)], capture_output=True, text=True,
+                             check=False)  # fmt: skip
+    assert refused.returncode != 0
+    assert "not allowed within a Match block" in refused.stderr
+
+
+def test_the_operator_keeps_forwarding_and_the_stock_settings(server: Server) -> None:
+    """Through the running sshd: the lines after the Include hold for a non-customer."""
+    operator = server.clients[OPERATOR]
+    # AcceptEnv LANG LC_* comes after the Include in the stock file.
+    kept = operator.ssh('printf %s "$LC_PROVBACKUP_TEST"')
+    assert kept.returncode == 0, kept.stderr
+    assert kept.stdout == ""
+    sent = subprocess.run(
+        [*operator.ssh_argv("-o", "SetEnv=LC_PROVBACKUP_TEST=kept"), operator.remote,
+         'printf %s "$LC_PROVBACKUP_TEST"'],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert (sent.returncode, sent.stdout) == (0, "kept"), sent.stderr
+    # Forwarding, switched off for the customers, still works for the operator.
+    local = free_port()
+    tunnel = subprocess.Popen(
+        [*operator.ssh_argv("-o", "ExitOnForwardFailure=yes"), "-N",
+         "-L", f"127.0.0.1:{local}:127.0.0.1:{server.port}", operator.remote],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        banner = b""
+        deadline = time.monotonic() + 20
+        while not banner.startswith(b"SSH-2.0") and time.monotonic() < deadline:
+            assert tunnel.poll() is None, tunnel.stderr.read() if tunnel.stderr else ""
+            try:
+                with socket.create_connection(("127.0.0.1", local), 1) as connection:
+                    connection.settimeout(5)
+                    banner = connection.recv(64)
+            except OSError:
+                time.sleep(0.2)
+        assert banner.startswith(b"SSH-2.0"), banner
+    finally:
+        tunnel.kill()
+        tunnel.wait(10)
+
+
+def _with_sshd_files(server: Server, main: Path, snippet: Path) -> tuple[str, str]:
+    """Point the config's sshd_config and sshd_snippet at ``main`` and ``snippet``.
+
+    Returns (the config text before, after).
+    """
+    text = server.setup.config.read_text()
+    changed = text.replace(
+        f"sshd_snippet = {server.base / 'sshd_config.d' / 'provbackup.conf'}\n",
+        f"sshd_snippet = {snippet}\n",
+    ).replace(f"sshd_config = {server.base / 'sshd_config'}\n", f"sshd_config = {main}\n")
+    assert f"= {main}\n" in changed and f"= {snippet}\n" in changed
+    return text, changed
+
+
+def _check_with_snippet(server: Server, name: str, snippet: str) -> str:
+    """``check``'s output with the snippet replaced by ``snippet`` (its own config copy)."""
+    main = _sshd_config(server.base, server.port, snippet, name)
+    text, changed = _with_sshd_files(server, main, server.base / f"{name}.d" / "provbackup.conf")
+    server.setup.config.write_text(changed)
+    try:
+        return run(server.setup, "check").out
+    finally:
+        server.setup.config.write_text(text)
+
+
+def test_check_passes_on_this_setup_and_names_what_breaks_it(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SUDO_USER", OPERATOR)  # check then asks about the operator too
     good = run(server.setup, "check")
     assert "login:" not in good.out, good.out
     broken = server.base / "sshd_config-broken"
     broken.write_text(
-        (server.base / "sshd_config").read_text().replace(f"Include {SNIPPET}\n", "")
-        .replace("Subsystem sftp /usr/lib/openssh/sftp-server", "Subsystem sftp internal-sftp")
+        (server.base / "sshd_config").read_text()
+        .replace(f"{server.base / 'sshd_config.d'}/*.conf",
+                 str(server.base / "sshd_config.d" / "00-login-test.conf"))
+        .replace("Subsystem\tsftp\t/usr/lib/openssh/sftp-server", "Subsystem sftp internal-sftp")
     )  # fmt: skip
-    text = server.setup.config.read_text()
-    server.setup.config.write_text(text.replace(str(server.base / "sshd_config"), str(broken)))
+    text, changed = _with_sshd_files(
+        server, broken, server.base / "sshd_config.d" / "provbackup.conf"
+    )
+    server.setup.config.write_text(changed)
     saved_ini = CHROOTSH_INI.read_bytes()
     try:
         CHROOTSH_INI.write_text(saved_ini.decode().replace("relax_home_owner = 1", ""))
@@ -481,3 +656,38 @@ def test_check_passes_on_this_setup_and_names_what_breaks_it(server: Server) -> 
     assert "allowtcpforwarding" in bad.out
     assert "internal-sftp" in bad.out
     assert "relax_home_owner=1" in bad.out
+    # The snippet is not included: its Match block applies to nobody.
+    assert "the Match block of" in bad.out, bad.out
+    assert "permittty no (sshd: yes)" in bad.out
+
+
+def test_check_names_a_snippet_that_misses_the_customers(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SUDO_USER", raising=False)
+    # Forwarding off for everyone elsewhere, so only the Match check can tell.
+    misses = _installed_snippet().replace(
+        "Match User 0*,1*,2*,3*,4*,5*,6*,7*,8*,9*", "DisableForwarding yes\nMatch User backup-*"
+    )
+    out = _check_with_snippet(server, "sshd_config-misses", misses)
+    assert "ssh -N -D gets past the jail" not in out, out
+    assert re.search(r"sshd -T for \d+ \(.*\): the Match block of", out), out
+    assert "permittty no (sshd: yes)" in out
+    assert "pubkeyacceptedalgorithms +ssh-dss" in out
+
+
+def test_check_names_a_snippet_that_changes_root_or_the_operator(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SUDO_USER", OPERATOR)
+    above = _installed_snippet().replace("Match User", "PermitTTY no\nMatch User")
+    out = _check_with_snippet(server, "sshd_config-above", above)
+    assert "sshd -T for root" in out and f"sshd -T for {OPERATOR}" in out, out
+    assert "changes its settings: permittty yes -> no" in out
+    assert not re.search(r"sshd -T for \d+ ", out)  # the customers get what the snippet says
+
+    wide = _installed_snippet().replace("9*\n", f"9*,{OPERATOR}\n", 1)
+    out = _check_with_snippet(server, "sshd_config-wide", wide)
+    assert "sshd -T for root" not in out, out
+    assert f"sshd -T for {OPERATOR}" in out
+    assert "disableforwarding no -> yes" in out

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from provbackup.actions.check import CheckResult, CheckState, add_findings
+from provbackup.actions.check import add_findings
 from provbackup.actions.login import check_login_setup, wants_login_check
+from provbackup.actions.verdict import CheckResult, CheckState
 from provbackup.config import BackupConfig, Config, JailConfig, LdapConfig
 
 

@@ -23,10 +23,11 @@ from typing import Any
 
 import pytest
 
-from provbackup.actions.report import EntryOutcome, RunReport
+from provbackup.actions.report import RunReport
 from provbackup.config import MailConfig
 from provbackup.model import Outcome, Verb
 from provbackup.notify import send_failure_mail
+from provbackup.outcomes import EntryOutcome
 
 HOSTNAME = "backup1.example.org"
 PASSWORD = "s3cret-Password-never-logged"

@@ -225,8 +225,15 @@ def test_delete_with_quarantine_moves_the_account_aside(tmp_path, ldap_server):
     setup = write_config(tmp_path, ldap_server, "[delete]\nquarantine_days = 7\n")
     dn = add(ldap_server, "4000011", mode="delete")
     add(ldap_server, "4000012")
-    assert run(setup, "process").code == 0  # the delete of a missing account is done too
+    # The delete of an account no server holds (no host, no tree here) is not claimed:
+    # the account may live on a server that does not say so. The operator decides.
+    result = run(setup, "process")
+    assert result.code == 0 and "held by no server" in result.out + result.err
+    assert read_entry(ldap_server, dn)["sstprovisioningmode"] == ["delete"]
+    assert run(setup, "reset", "--dn", dn, "--take-over").code == 0
+    assert run(setup, "process").code == 0  # now this server's: the delete removes nothing
     assert read_entry(ldap_server, dn)["sstprovisioningmode"] == ["deleted"]
+    assert "host" not in read_entry(ldap_server, dn), "a deleted account is held by no server"
     account = account_dir(setup.root, "4000012")
     (account / "chroot" / "home" / "4000012" / "incoming" / "keep.txt").write_text("x")
     modify_entry(
@@ -472,8 +479,14 @@ def test_limit_uid_and_dn_narrow_the_run(tmp_path, ldap_server):
 
 
 def test_mass_delete_is_refused_unless_allowed(tmp_path, ldap_server):
-    setup = write_config(tmp_path, ldap_server, "[delete]\nmax_per_run = 2\n")
-    deletes = [add(ldap_server, f"40002{index:02d}", mode="delete") for index in range(3)]
+    setup = write_config(
+        tmp_path, ldap_server, "[delete]\nmax_per_run = 2\n[backup]\nserver_name = backup1\n"
+    )
+    # Deletes of accounts this server holds (a delete another server holds is not its own).
+    deletes = [
+        add(ldap_server, f"40002{index:02d}", mode="delete", extra={"host": ["backup1"]})
+        for index in range(3)
+    ]
     other = add(ldap_server, "4000299")
     refused = run(setup, "process")
     assert refused.code == 1

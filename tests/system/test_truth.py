@@ -418,7 +418,7 @@ def test_a_write_refused_for_insufficient_access_names_the_attributes(tmp_path, 
         assert "insufficientAccessRights" in line, line
         assert (f"{reader!r} needs write access to sstProvisioningMode, sstProvisioningState, "
                 "sstProvisioningExecutionDate (or sstProvisioningDate), "
-                "sstProvisioningReturnValue below") in line  # fmt: skip
+                "sstProvisioningReturnValue, host below") in line  # fmt: skip
         assert "slapd-acl.conf" in line
         assert read_entry(ldap_server, dn)["sstprovisioningmode"] == ["add"]
         anonymous = write_config(tmp_path, ldap_server, bind_dn="", bind_password="")

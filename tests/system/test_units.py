@@ -428,3 +428,136 @@ def test_snapshot_venv_drop_in_replaces_exec_start():
     drop_in = unit_settings(UNITS / "provbackup-snapshot@.service.d" / "opt-provbackup.conf")
 
     assert drop_in["ExecStart"] == ["", "/opt/provbackup/bin/provbackup -q snapshot %i"]
+
+
+def test_watch_service_is_a_sandboxed_notify_service_that_restarts_but_not_on_78():
+    service = unit_settings(UNITS / "provbackup-watch.service")
+    process = unit_settings(UNITS / "provbackup.service")
+
+    assert service["Type"] == ["notify"]
+    assert service["ExecStart"] == [f"{INSTALLED_BINARY} -q watch"]
+    assert service["Restart"] == ["on-failure"]
+    assert "78" in words(service, "RestartPreventExitStatus"), "a refused search is not a loop"
+    assert service["WatchdogSec"] and service["NotifyAccess"] == ["main"]
+    assert service["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    # The same batches as provbackup.service: the same sandbox, line for line.
+    for key in ("ProtectSystem", "ReadWritePaths", "RuntimeDirectory", "StateDirectory",
+                "ProtectHome", "PrivateTmp", "NoNewPrivileges", "CapabilityBoundingSet",
+                "RestrictAddressFamilies", "SystemCallFilter", "RestrictSUIDSGID",
+                "ProtectKernelTunables", "ProtectControlGroups"):  # fmt: skip
+        assert service[key] == process[key], key
+    assert service["WantedBy"] == ["multi-user.target"]
+
+
+def test_watch_venv_drop_in_replaces_exec_start():
+    drop_in = unit_settings(UNITS / "provbackup-watch.service.d" / "opt-provbackup.conf")
+
+    assert drop_in["ExecStart"] == ["", "/opt/provbackup/bin/provbackup -q watch"]
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze absent")
+def test_systemd_analyze_verify_accepts_the_watch_service(tmp_path):
+    binary = REPOSITORY / "bin" / "provbackup"
+    units = tmp_path / "units"
+    units.mkdir()
+    service = (UNITS / "provbackup-watch.service").read_text()
+    assert f"ExecStart={INSTALLED_BINARY} " in service
+    (units / "provbackup-watch.service").write_text(
+        service.replace(f"ExecStart={INSTALLED_BINARY} ", f"ExecStart={binary} ")
+    )
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(units / "provbackup-watch.service")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout + result.stderr == "", "no warnings either"
+
+
+def test_notify_service_and_timer_run_daily_after_the_daily_snapshots():
+    service = unit_settings(UNITS / "provbackup-notify.service")
+    timer = unit_settings(UNITS / "provbackup-notify.timer")
+
+    assert service["Type"] == ["oneshot"]
+    assert service["ExecStart"] == [f"{INSTALLED_BINARY} -q notify"]
+    assert words(service, "SuccessExitStatus") == ["75", "143"], "1 (held back, failed) shows"
+    assert service["ProtectSystem"] == ["strict"]
+    writable = {Path(path.lstrip("-")) for path in words(service, "ReadWritePaths")}
+    writable |= {Path("/var/lib") / name for name in words(service, "StateDirectory")}
+    writable |= {Path("/run") / name for name in words(service, "RuntimeDirectory")}
+    assert RunConfig().status_file.parent in writable, "status file and records"
+    assert RunConfig().lock_file.parent in writable, "notify.lock"
+    assert BackupConfig().root not in writable, "it only reads the backup root"
+    assert timer["Unit"] == ["provbackup-notify.service"]
+    assert timer["Persistent"] == ["true"]
+    assert timer["WantedBy"] == ["timers.target"]
+    if shutil.which("systemd-analyze") is None:
+        return
+    (notify,) = timer["OnCalendar"]
+    (daily,) = unit_settings(UNITS / "provbackup-snapshot-daily.timer")["OnCalendar"]
+    base = "2028-12-31 23:59:00 UTC"
+    notify_times = next_elapses(notify, base, 2)
+    daily_times = next_elapses(daily, base, 2)
+    for snapshot_at, notify_at in zip(daily_times, notify_times, strict=True):
+        assert snapshot_at.split()[0] == notify_at.split()[0], "once a day, the same day"
+        assert snapshot_at < notify_at, "after the daily snapshots"
+    delay = timer["RandomizedDelaySec"][0]
+    assert delay.endswith("min") and int(delay.removesuffix("min")) <= 60, "staggered, bounded"
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze absent")
+def test_systemd_analyze_verify_accepts_the_notify_units(tmp_path):
+    binary = REPOSITORY / "bin" / "provbackup"
+    units = tmp_path / "units"
+    units.mkdir()
+    service = (UNITS / "provbackup-notify.service").read_text()
+    (units / "provbackup-notify.service").write_text(
+        service.replace(f"ExecStart={INSTALLED_BINARY} ", f"ExecStart={binary} ")
+    )
+    shutil.copy(UNITS / "provbackup-notify.timer", units)
+
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no",
+         str(units / "provbackup-notify.service"), str(units / "provbackup-notify.timer")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout + result.stderr == "", "no warnings either"
+
+
+@pytest.mark.parametrize(("exit_code", "mailed"), [(0, False), (75, False), (1, True),
+                                                   (69, True), (78, True)])  # fmt: skip
+def test_notify_cron_line_is_disabled_daily_after_the_snapshots_and_quiet_unless_wrong(
+    tmp_path, exit_code, mailed
+):
+    jobs = []
+    for line in (UNITS / "provbackup-notify.cron").read_text().splitlines():
+        job = _JOB.fullmatch(line)
+        if job:
+            assert job["disabled"], f"shipped enabled: {line}"
+            jobs.append(job["line"].split(None, 6))
+        elif line.strip() and not line.startswith("#"):
+            assert re.fullmatch(r"[A-Z_]+=.*", line), line
+    (fields,) = jobs
+    minute, hour = int(fields[0]), int(fields[1])
+    assert fields[2:5] == ["*", "*", "*"], "daily"
+    assert (hour, minute) > (2, 15), "after the daily snapshots (02:15)"
+    assert minute not in (0, 15, 30, 45), "off the busy minutes"
+    program = tmp_path / "provbackup"
+    program.write_text(f'#!/bin/sh\necho "args: $*"\nexit {exit_code}\n')
+    program.chmod(0o755)
+    assert re.search(r"(?<!\\)%", fields[6]) is None
+    command = fields[6].replace("\\%", "%").replace(INSTALLED_BINARY, str(program))
+    command = command.replace(SYSTEMD_MARKER, "/nonexistent/systemd/system")
+
+    result = run_like_cron(command)
+
+    expected = f"args: -q notify\nprovbackup notify exited with status {exit_code}\n"
+    assert result.stdout == (expected if mailed else "")
+
+
+def test_notify_venv_drop_in_replaces_exec_start():
+    drop_in = unit_settings(UNITS / "provbackup-notify.service.d" / "opt-provbackup.conf")
+
+    assert drop_in["ExecStart"] == ["", "/opt/provbackup/bin/provbackup -q notify"]

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import stat
 import subprocess
 import tempfile
@@ -846,7 +847,10 @@ def test_inspect_account(config: Config, root: Path, outside: Path) -> None:
     entry = LdapEntry.from_values("uid=3723707,dc=x", {"uid": [UID]})
     by_entry = work.inspect_entry(entry, config)
     # The entry's view adds whom the directory is recorded for (no entryUUID here).
-    assert by_entry.pop("owner") == "entryUUID None, uidNumber 5001, gidNumber 5002"
+    # The server that made it (the host's name: [backup] server_name is not set here).
+    assert by_entry.pop("owner") == (
+        f"entryUUID None, uidNumber 5001, gidNumber 5002, server {socket.getfqdn()}"
+    )
     assert by_entry == work.inspect_account(paths)
     apply(config, make_account(active=False), "modify")
     assert work.inspect_account(paths)["rsnapshot_conf"] == "inactive"

@@ -19,6 +19,7 @@ DEBIAN = REPOSITORY / "debian"
 # Debian's package for each install_requires name.
 DEBIAN_PACKAGES = {
     "click": "python3-click",
+    "defusedxml": "python3-defusedxml",
     "ldap3": "python3-ldap3",
     "tabulate": "python3-tabulate",
 }
@@ -94,8 +95,12 @@ def test_config_is_a_root_only_conffile_and_purge_spares_the_backup_root():
     postrm = (DEBIAN / "provbackup.postrm").read_text()
     commands = [line for line in postrm.splitlines() if not line.lstrip().startswith("#")]
     # Only files directly in provbackup's own state and run directories.
-    loop = commands[commands.index('if [ "$1" = purge ]; then') + 1]
-    directories = "/var/lib/provbackup /run/provbackup/accounts /run/provbackup"
+    start = commands.index('if [ "$1" = purge ]; then') + 1
+    loop = " ".join(" ".join(commands[start : start + 2]).replace("\\", " ").split())
+    # The records' directory first, so that its parent is empty when it is removed.
+    directories = (
+        "/var/lib/provbackup/notify /var/lib/provbackup /run/provbackup/accounts /run/provbackup"
+    )
     assert f"for directory in {directories}; do" in loop
     assert any("-mindepth 1 -maxdepth 1 -type f -delete" in line for line in commands)
     assert not any(re.search(r"\brm\b.*-r|/var/backup", line) for line in commands)

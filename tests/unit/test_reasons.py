@@ -6,8 +6,8 @@ import os
 import stat
 from datetime import UTC, datetime
 
-from provbackup.actions.report import EntryOutcome
 from provbackup.model import Outcome, Request, Verb
+from provbackup.outcomes import EntryOutcome
 from provbackup.reasons import read_reasons, reason_for, reasons_file, remember
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)

@@ -15,9 +15,10 @@ import pytest
 from provbackup.accountlock import AccountBusyError, account_lock, account_lock_path
 from provbackup.actions.snapshot_check import evaluate_runs
 from provbackup.config import Config, LdapConfig, RunConfig
+from provbackup.engines.rsnapshot_usage import allocated_bytes
 from provbackup.work.discover import find_accounts
 from provbackup.work.safe import open_root
-from provbackup.work.usage import allocated_bytes, parse_backup_ended
+from provbackup.work.usage import parse_backup_ended
 
 
 def du(path: Path) -> int:

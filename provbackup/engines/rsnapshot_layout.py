@@ -1,151 +1,58 @@
-"""The snapshot side of an account on disk: finding accounts, their rsnapshot.conf, the tree.
+"""The rsnapshot engine's snapshot tree: the first release's layout, and pruning.
 
 Everything is reached from the backup root through directory descriptors
 opened with ``O_NOFOLLOW`` (:mod:`provbackup.work.safe`): nothing a customer
 planted is followed. The pieces:
 
-- :func:`open_account` opens an account's directory and home from the root.
-- :func:`read_conf` reads the retain lines and paths of an account's file
-  and checks they are this account's own paths.
 - :func:`migrate_layout` moves snapshots of the first release's layout
   (``daily.N/incoming/<host>``) up one level by rename, and upgrades the
   backup line of the configuration to ``./``.
 - :func:`prune` removes snapshots a lowered retain count or a dropped
-  interval no longer keeps.
+  interval no longer keeps, within a time budget; the next run goes on.
+
+The account's configuration is read by :mod:`provbackup.work.accountconf`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import re
 import stat
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 from provbackup.config import INTERVALS
-from provbackup.errors import RETURN_RSNAPSHOT, UnsafePathError, WorkError
+from provbackup.errors import UnsafePathError
 from provbackup.model import ROOT_ID
 from provbackup.paths import RSNAPSHOT_CONF, AccountPaths
 from provbackup.plan import CONF_MODE
+from provbackup.work.accountconf import (
+    MAX_CONF_BYTES,
+    NEW_DESTINATION,
+    OLD_DESTINATION,
+    AccountConf,
+)
+from provbackup.work.remove import Budget
 from provbackup.work.safe import (
+    OPEN_DIRECTORY_FLAGS,
     OPEN_FILE_FLAGS,
     OpenDirectory,
+    ensure_directory,
     lstat_entry,
     open_directory,
-    open_root,
     remove_tree,
     replace_file,
 )
 
 logger = logging.getLogger(__name__)
 
-MAX_CONF_BYTES = 64 * 1024
 SNAPSHOT_NAME = re.compile(r"(?P<interval>hourly|daily|weekly|monthly|yearly)\.(?P<number>\d{1,4})")
 MIGRATING_PREFIX = ".provbackup-migrating."
 PRUNING_PREFIX = ".provbackup-pruning."
+PRUNING_DIRECTORY = "snapshot-pruning"  # in the account directory, root only: what prune removes
 # In the account directory: the old-layout snapshots a migration still has to move.
 PENDING_FILE = "snapshot-layout-pending"
-OLD_DESTINATION = "incoming/"
-NEW_DESTINATION = "./"
-
-
-@dataclass(frozen=True)
-class AccountConf:
-    """What the snapshot runner needs from an account's rsnapshot.conf.
-
-    ``retain`` is the (interval, count) pairs in the file's order (the first
-    is the interval rsnapshot syncs into); ``destination`` is the backup
-    line's destination (``./``, or ``incoming/`` in the first release).
-    """
-
-    retain: tuple[tuple[str, int], ...]
-    destination: str
-    text: str
-
-    @property
-    def counts(self) -> dict[str, int]:
-        """The retain counts by interval."""
-        return dict(self.retain)
-
-    @property
-    def lowest(self) -> str | None:
-        """The interval rsnapshot syncs into (the others rotate from it)."""
-        return self.retain[0][0] if self.retain else None
-
-
-@contextlib.contextmanager
-def open_account(paths: AccountPaths) -> Iterator[tuple[OpenDirectory, OpenDirectory]]:
-    """Open the account directory and its home from the root, never following a symlink.
-
-    Yields ``(account, home)``. Raises FileNotFoundError when the account is
-    gone, UnsafePathError for a symlink or file on the way.
-    """
-    parts = paths.home.relative_to(paths.root).parts
-    account_depth = len(paths.account.relative_to(paths.root).parts)
-    with contextlib.ExitStack() as stack:
-        directory = stack.enter_context(open_root(paths.root))
-        account = None
-        for index, name in enumerate(parts):
-            directory = stack.enter_context(open_directory(directory, name))
-            if index == account_depth - 1:
-                account = directory
-        assert account is not None
-        yield account, directory
-
-
-def read_conf(
-    account: OpenDirectory, paths: AccountPaths, name: str = RSNAPSHOT_CONF
-) -> AccountConf:
-    """Read the account's rsnapshot.conf (a regular file, at most 64 KiB, not followed).
-
-    Checks that its snapshot_root and backup source are this account's own
-    paths. Returns the :class:`AccountConf`. Raises WorkError
-    (RETURN_RSNAPSHOT) naming the file for anything else.
-    """
-    where = account.path / name
-    try:
-        fd = os.open(name, OPEN_FILE_FLAGS, dir_fd=account.fd)
-    except FileNotFoundError:
-        raise WorkError(f"{where}: vanished", return_value=RETURN_RSNAPSHOT) from None
-    except OSError as error:
-        raise WorkError(f"{where}: {error.strerror}", return_value=RETURN_RSNAPSHOT) from None
-    try:
-        status = os.fstat(fd)
-        if not stat.S_ISREG(status.st_mode) or status.st_size > MAX_CONF_BYTES:
-            raise WorkError(
-                f"{where}: not a regular file of at most {MAX_CONF_BYTES} bytes",
-                return_value=RETURN_RSNAPSHOT,
-            )
-        data = os.read(fd, MAX_CONF_BYTES + 1)
-    finally:
-        os.close(fd)
-    text = data.decode("utf-8", errors="replace")
-    retain: list[tuple[str, int]] = []
-    snapshot_root = destination = source = None
-    for line in text.splitlines():
-        fields = line.split("\t")
-        if fields[0] in ("retain", "interval") and len(fields) == 3:
-            if fields[1] in INTERVALS and fields[2].isdigit() and int(fields[2]) > 0:
-                retain.append((fields[1], int(fields[2])))
-        elif fields[0] == "snapshot_root" and len(fields) == 2:
-            snapshot_root = fields[1]
-        elif fields[0] == "backup" and len(fields) >= 3:
-            source, destination = fields[1], fields[2]
-    if snapshot_root != f"{paths.snapshots}/" or source != f"{paths.incoming}/":
-        raise WorkError(
-            f"{where}: snapshot_root {snapshot_root!r} or backup source {source!r} is not this "
-            f"account's ({paths.snapshots}/, {paths.incoming}/); run provbackup reset --mode "
-            "modify for it",
-            return_value=RETURN_RSNAPSHOT,
-        )
-    if destination not in (OLD_DESTINATION, NEW_DESTINATION):
-        raise WorkError(
-            f"{where}: backup destination {destination!r} is neither ./ nor incoming/",
-            return_value=RETURN_RSNAPSHOT,
-        )
-    return AccountConf(retain=tuple(retain), destination=destination, text=text)
 
 
 def snapshot_names(snapshots: OpenDirectory) -> list[tuple[str, int, str]]:
@@ -264,27 +171,94 @@ def _finish_one(snapshots: OpenDirectory, temporary: str, name: str) -> None:
     os.rename(temporary, name, src_dir_fd=snapshots.fd, dst_dir_fd=snapshots.fd)
 
 
-def prune(home: OpenDirectory, conf: AccountConf) -> list[str]:
+def prune(
+    account: OpenDirectory, home: OpenDirectory, conf: AccountConf, budget: Budget | None = None
+) -> list[str]:
     """Remove the snapshots ``conf`` no longer keeps: ``<interval>.N`` with N >= its count.
 
-    A dropped interval keeps none. Each is first renamed to a temporary
-    name (so rsnapshot never sees half of one), then removed without
-    following a symlink; leftovers of a killed run are removed too. Returns
-    the steps done. Raises WorkError when a removal fails.
+    A dropped interval keeps none. Each is first moved by a rename into
+    ``A/snapshot-pruning`` (root:root 0700, outside the jail), so neither
+    rsnapshot nor the customer ever sees half of one (where that is another
+    filesystem: renamed to ``.snapshots/.provbackup-pruning.<name>`` and
+    made root:root 0700). It is removed without following a symlink within
+    ``budget`` (``[delete] time_budget``; None: no limit); what the budget
+    leaves waits there, and the next call removes it first. Returns the
+    steps done (a spent budget is a step and a warning). Raises WorkError
+    when a removal fails.
     """
     steps: list[str] = []
+    budget = budget or Budget(None)
     counts = conf.counts
+    left: list[str] = []
     with open_directory(home, ".snapshots") as snapshots:
-        for name in os.listdir(snapshots.fd):
-            if name.startswith(PRUNING_PREFIX):
-                remove_tree(snapshots, name)
-        for interval, number, name in snapshot_names(snapshots):
-            if number < counts.get(interval, 0):
-                continue
-            temporary = PRUNING_PREFIX + name
-            os.rename(name, temporary, src_dir_fd=snapshots.fd, dst_dir_fd=snapshots.fd)
-            remove_tree(snapshots, temporary)
-            steps.append(
-                f"pruned {snapshots.path / name} (retain {interval} {counts.get(interval, 0)})"
+        doomed = [(interval, name) for interval, number, name in snapshot_names(snapshots)
+                  if number >= counts.get(interval, 0)]  # fmt: skip
+        old = sorted(name for name in os.listdir(snapshots.fd) if name.startswith(PRUNING_PREFIX))
+        if not doomed and not old and lstat_entry(account, PRUNING_DIRECTORY) is None:
+            return steps
+        with ensure_directory(account, PRUNING_DIRECTORY, ROOT_ID, ROOT_ID, 0o700, steps) as trash:
+            for name in old:  # left in .snapshots by an earlier release (or across filesystems)
+                _seal(snapshots, name)
+            waiting = [(snapshots, name) for name in old]
+            for parent, name in waiting + [(trash, name) for name in sorted(os.listdir(trash.fd))]:
+                if not remove_tree(parent, name, budget):
+                    left.append(str(parent.path / name))
+            for interval, name in doomed:
+                parent, temporary = _move_out(snapshots, trash, name)
+                done = remove_tree(parent, temporary, budget)
+                if not done:
+                    left.append(str(parent.path / temporary))
+                steps.append(
+                    f"{'pruned' if done else 'pruning'} {snapshots.path / name} "
+                    f"(retain {interval} {counts.get(interval, 0)})"
+                )
+        if left:
+            step = (
+                f"[delete] time_budget ({budget.seconds:g} s) spent pruning snapshots: "
+                f"{', '.join(left)} left for the next run"
             )
+            logger.warning("%s", step)
+            steps.append(step)
+        else:
+            with contextlib.suppress(OSError):
+                os.rmdir(PRUNING_DIRECTORY, dir_fd=account.fd)
     return steps
+
+
+def _move_out(
+    snapshots: OpenDirectory, trash: OpenDirectory, name: str
+) -> tuple[OpenDirectory, str]:
+    """Rename snapshot ``name`` into ``trash`` (across filesystems: in place, sealed); say where."""
+    temporary = _free_name(trash, name)
+    try:
+        os.rename(name, temporary, src_dir_fd=snapshots.fd, dst_dir_fd=trash.fd)
+        return trash, temporary
+    except OSError as error:
+        if error.errno != errno.EXDEV:
+            raise
+    temporary = _free_name(snapshots, PRUNING_PREFIX + name)
+    os.rename(name, temporary, src_dir_fd=snapshots.fd, dst_dir_fd=snapshots.fd)
+    _seal(snapshots, temporary)
+    return snapshots, temporary
+
+
+def _free_name(parent: OpenDirectory, name: str) -> str:
+    """``name``, or ``name.N`` where an unfinished removal holds it already."""
+    free, number = name, 0
+    while lstat_entry(parent, free) is not None:
+        number += 1
+        free = f"{name}.{number}"
+    return free
+
+
+def _seal(parent: OpenDirectory, name: str) -> None:
+    """Make the directory ``name`` root:root 0700 (not followed; anything else is left)."""
+    try:
+        fd = os.open(name, OPEN_DIRECTORY_FLAGS | os.O_NONBLOCK, dir_fd=parent.fd)
+    except OSError:
+        return  # gone, or not a directory: remove_tree takes it as it is
+    try:
+        os.fchown(fd, ROOT_ID, ROOT_ID)
+        os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)

@@ -1,9 +1,11 @@
-"""One account's snapshot: lock, layout, pruning, rsnapshot, backupTime, usage.
+"""One account's snapshot: lock, its configuration, the engine's snapshot, usage.
 
 :func:`snapshot_account` runs in a worker thread of ``provbackup snapshot``;
-it touches only the filesystem and rsnapshot (LDAP stays with the caller),
-and never raises for a problem of its account: every outcome, including a
-bug, comes back as an :class:`AccountResult`.
+it touches only the filesystem and what the engine runs (LDAP stays with the
+caller), and never raises for a problem of its account: every outcome,
+including a bug, comes back as an :class:`AccountResult`. What the snapshot
+is (rsnapshot, or btrfs's read-only one) and the figures are the job's
+engine's (:class:`provbackup.engines.base.Engine`).
 """
 
 from __future__ import annotations
@@ -17,24 +19,15 @@ from datetime import UTC, datetime
 
 from provbackup.accountlock import AccountBusyError, account_lock
 from provbackup.config import Config
-from provbackup.engines import ENGINE_BTRFS, btrfs, btrfs_snapshot
-from provbackup.errors import RETURN_RSNAPSHOT, EntryError, ProvbackupError
+from provbackup.engines import Engine, SnapshotTask
+from provbackup.errors import EntryError, ProvbackupError
 from provbackup.model import Outcome
 from provbackup.paths import AccountPaths
-from provbackup.work.backuptime import fix_backup_time
-from provbackup.work.commands import run_command, tail
-from provbackup.work.safe import OpenDirectory, lstat_entry, open_directory
-from provbackup.work.snapshots import (
-    AccountConf,
-    migrate_layout,
-    open_account,
-    prune,
-    read_conf,
-)
+from provbackup.work.accountconf import open_account, read_conf
+from provbackup.work.safe import OpenDirectory, open_directory
 from provbackup.work.usage import (
     Usage,
     last_successful_backups,
-    measure,
     read_usage_file,
     write_usage_file,
 )
@@ -47,9 +40,6 @@ FAILED = Outcome.FAILED
 SKIPPED = Outcome.SKIPPED
 BUSY = Outcome.BUSY
 WOULD = Outcome.WOULD
-# rsnapshot exits 2 after warnings (files that vanished while rsync copied them,
-# a customer uploading meanwhile): the snapshot is there.
-RSNAPSHOT_WARNINGS = 2
 
 
 @dataclass
@@ -79,11 +69,11 @@ class AccountResult:
 
 @dataclass(frozen=True)
 class SnapshotJob:
-    """What a worker needs: the run's settings and the account's quota from LDAP."""
+    """What a worker needs: the run's settings and engine (the quota comes per account)."""
 
     config: Config
+    engine: Engine
     interval: str
-    rsnapshot_argv: list[str]
     dry_run: bool
     clock: Callable[[], datetime]
 
@@ -124,7 +114,7 @@ def snapshot_account(job: SnapshotJob, paths: AccountPaths, quota: int | None) -
 def _snapshot(
     job: SnapshotJob, paths: AccountPaths, quota: int | None, result: AccountResult
 ) -> None:
-    interval = job.interval
+    interval, engine = job.interval, job.engine
     with open_account(paths) as (account, home):
         conf = read_conf(account, paths)
         counts = conf.counts
@@ -132,30 +122,14 @@ def _snapshot(
             kept = ", ".join(f"{name} {count}" for name, count in conf.retain) or "nothing"
             result.outcome, result.message = SKIPPED, f"retains no {interval} ({kept})"
             return
-        btrfs_engine = job.config.backup.engine == ENGINE_BTRFS
+        task = SnapshotTask(paths, account, home, conf, interval, job.clock(), job.config)
         if job.dry_run:
-            result.outcome = WOULD
-            if btrfs_engine:
-                result.message = f"btrfs: read-only {interval}.0, rotated as rsnapshot does"
-            else:
-                result.message = f"rsnapshot -c {paths.rsnapshot_conf} {interval}" + (
-                    "; move old-layout snapshots up one level" if conf.destination != "./" else ""
-                )
+            result.outcome, result.message = WOULD, engine.would(task)
             return
-        moment = job.clock()
-        if btrfs_engine:
-            steps = btrfs_snapshot.take_snapshot(
-                account, home, conf.retain, interval, moment,
-                lambda staged: fix_backup_time(staged, moment),
-            )  # fmt: skip
-        else:
-            done = _rsnapshot(job, paths, account, home, conf, moment, result)
-            if done is None:
-                return
-            steps = done
+        steps = engine.snapshot(task)
         with open_directory(home, ".snapshots") as snapshots:
             result.newest = newest_snapshot(snapshots)
-        result.usage = Usage(*btrfs.usage(home)) if btrfs_engine else measure(home)
+        result.usage = engine.usage(home)
         result.hosts = last_successful_backups(home)
         if quota is None:
             previous = read_usage_file(account)
@@ -163,61 +137,6 @@ def _snapshot(
         write_usage_file(account, os.fstat(home.fd).st_gid, quota, result.usage)
         result.outcome, result.steps = DONE, steps
         result.message = "; ".join(steps)
-
-
-def _rsnapshot(
-    job: SnapshotJob,
-    paths: AccountPaths,
-    account: OpenDirectory,
-    home: OpenDirectory,
-    conf: AccountConf,
-    moment: datetime,
-    result: AccountResult,
-) -> list[str] | None:
-    """The rsnapshot engine's snapshot: layout migration, pruning, rsnapshot, backupTime.
-
-    Returns the steps, or None when rsnapshot failed (``result`` says why).
-    """
-    interval = job.interval
-    conf, steps = migrate_layout(account, home, conf, paths)
-    steps += prune(home, conf)
-    # A higher interval takes the last snapshot of the one before it in the file.
-    # Before that one is there, rsnapshot 1.4 (Debian 12) rotated the interval
-    # without a new .0 and 1.5 (Debian 13) refuses with exit 1: neither is run,
-    # as with the btrfs engine.
-    names = [name for name, _ in conf.retain]
-    if names.index(interval) > 0:
-        lower = names[names.index(interval) - 1]
-        source = f"{lower}.{conf.counts[lower] - 1}"
-        with open_directory(home, ".snapshots") as snapshots:
-            if lstat_entry(snapshots, source) is None:
-                steps.append(f"{snapshots.path / source} not there yet: no {interval} snapshot")
-                return steps
-    command = run_command(
-        [*job.rsnapshot_argv, "-c", str(paths.rsnapshot_conf), interval],
-        timeout=job.config.snapshot.timeout,
-        what=f"rsnapshot {interval}",
-        return_value=RETURN_RSNAPSHOT,
-        merge_output=True,
-    )
-    if command.returncode not in (0, RSNAPSHOT_WARNINGS):
-        result.steps = steps
-        result.message = f"rsnapshot {interval} {command.status_text()}: {tail(command.stdout)}"
-        return None
-    if command.returncode == RSNAPSHOT_WARNINGS:
-        steps.append(f"rsnapshot warned: {tail(command.stdout)}")
-    if interval == conf.lowest:
-        with open_directory(home, ".snapshots") as snapshots:
-            steps += _fix_newest(snapshots, f"{interval}.0", moment)
-    return steps
-
-
-def _fix_newest(snapshots: OpenDirectory, name: str, moment: datetime) -> list[str]:
-    try:
-        with open_directory(snapshots, name) as snapshot:
-            return fix_backup_time(snapshot, moment)
-    except FileNotFoundError:
-        return []
 
 
 def newest_snapshot(snapshots: OpenDirectory) -> str | None:

@@ -172,12 +172,12 @@ class ChildSubvolume:
     name: str
 
 
-def child_subvolumes(fd: int, parent: int) -> list[ChildSubvolume]:
+def child_subvolumes(fd: int, parent: int, most: int | None = None) -> list[ChildSubvolume]:
     """Return the subvolumes directly inside subvolume ``parent`` (needs root).
 
     Reads the ROOT_REF items of the filesystem's root tree (a tree search on
     any ``fd`` of the filesystem): no path is walked, nothing customer-made
-    is opened.
+    is opened. With ``most``, stops once that many are found.
     """
     children: list[ChildSubvolume] = []
     offset = 0
@@ -197,6 +197,8 @@ def child_subvolumes(fd: int, parent: int) -> list[ChildSubvolume]:
                 directory, _sequence, name_length = struct.unpack_from("<QQH", buffer, position)
                 name = bytes(buffer[position + 18 : position + 18 + name_length])
                 children.append(ChildSubvolume(child, directory, name.decode(errors="replace")))
+                if most is not None and len(children) >= most:
+                    return children
             position += length
             offset = child + 1
         if found == 0 or offset == 0 or offset >= _NO_LIMIT:

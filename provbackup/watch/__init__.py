@@ -1,0 +1,1 @@
+"""``provbackup watch``: the follower (python-ldap lives only in this package)."""
