@@ -2,58 +2,121 @@
 
 Starts a throwaway slapd from the checkout's ``sandbox/`` (with TLS), points
 the package's own conffile /etc/provbackup/provbackup.conf at it (the default
-config path, lock and status file), adds one account request, and runs the
-installed ``/usr/bin/provbackup`` with a clean environment: ``process``
-(the account is added), ``show`` and ``check``. Then, with the slapd still
-running, upgrades to ``sys.argv[2]`` (the same code built as another Debian
-revision) the way the README describes, with the conffile edited and the
-timer enabled: the conffile is kept (no prompt, mode 0600), the timer stays
-enabled, the account tree is untouched and ``check`` still says OK.
+config path, lock and status file) with a jail template as README's login
+step 2 says, builds the template, adds one account request, and runs the
+installed ``/usr/bin/provbackup`` with a clean environment: ``jail-template``,
+``scan``, ``process`` (the account is added) and ``show``. Then README's
+login steps (bin/package_e2e.py): the Recommends installed, jailkit's
+relax_home_owner, the package's sshd snippet in /etc/ssh/sshd_config.d/, the
+account known to NSS, a real sshd on a loopback port; ``check`` says OK
+with no ``login:`` finding; the customer logs in, uploads with rsync,
+``provbackup snapshot`` takes the account's lowest interval and the
+customer restores from it, byte for byte. Then the btrfs engine on a
+loop-mounted btrfs with simple quotas: one add, and ``check`` names simple
+quotas (skipped with a printed reason where no loop device can be had).
+Then, with all of that still running, upgrades to ``sys.argv[2]`` (the same
+code built as another Debian revision) the way the README describes, with
+the conffile edited and the timer enabled: the conffile is kept (no prompt,
+mode 0600), the timer stays enabled, the account tree is untouched and
+``check`` still says OK. Every global file is put back and every process
+and mount is stopped on the way out, also on a failure.
 Prints what it checked; exits non-zero at the first check that fails.
 ``sys.argv[1]`` is the backup root to use (left in place: bin/test-package
-checks that purging keeps it).
+checks that purging keeps it; not below a world-writable directory such as
+/tmp: jailkit refuses such a jail).
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPOSITORY))
 
+from package_e2e import (  # noqa: E402  (bin/, this script's directory)
+    CLEAN_ENVIRONMENT,
+    btrfs_simple_quotas,
+    customer_login,
+    require,
+    run,
+    upload_snapshot_restore,
+)
+
 from sandbox import Slapd, account_entry, jailkit_home_directory  # noqa: E402
 
-BINARY = "/usr/bin/provbackup"
 CONFIG = Path("/etc/provbackup/provbackup.conf")
 UID = "3723707"
-# Only what a cron job or the unit has: nothing from this checkout or a venv.
-CLEAN_ENVIRONMENT = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+BTRFS_UID = "3723708"
+QUOTA_MIB = 1024  # sandbox's account_entry: sstQuota 1 GiB
 
 
-def run(*arguments: str, expect: int = 0) -> str:
-    """Run the installed provbackup; fail unless it exits ``expect``; return its stdout."""
-    completed = subprocess.run(
-        [BINARY, *arguments], capture_output=True, text=True, env=CLEAN_ENVIRONMENT,
-        cwd="/", timeout=120, check=False,
+def configured(
+    shipped: str, server: Slapd, secret: Path, root: Path, lines: dict[str, str]
+) -> str:
+    """The shipped conffile edited as an administrator would: ``server``'s LDAP, ``root``.
+
+    ``lines`` maps more shipped lines to their replacements (each must be there).
+    """
+    settings = server.ldap_settings()
+    secret.write_text(settings["bind_password"] + "\n")
+    secret.chmod(0o600)
+    edits = {
+        "uri = ldap://ldap1.example.com ldap://ldap2.example.com": f"uri = {settings['uri']}",
+        "bind_dn = cn=provbackup,ou=services,dc=stoney-cloud,dc=org":
+            f"bind_dn = {settings['bind_dn']}",
+        "bind_password_file = /etc/provbackup/ldap.secret": f"bind_password_file = {secret}",
+        "base_dn = ou=accounts,ou=backup,ou=services,dc=stoney-cloud,dc=org":
+            f"base_dn = {settings['base_dn']}",
+        "#ca_file = /etc/ssl/certs/ca-certificates.crt": f"ca_file = {settings['ca_file']}",
+        "root = /var/backup": f"root = {root}",
+        "syslog = yes": "syslog = no",
+        **lines,
+    }  # fmt: skip
+    text = shipped
+    for old, new in edits.items():
+        require(f"\n{old}\n" in text, f"the conffile has the line {old!r}")
+        text = text.replace(f"\n{old}\n", f"\n{new}\n", 1)
+    return text
+
+
+def add_request(server: Slapd, root: Path, uid: str) -> None:
+    """Put an add request for ``uid`` (its jailkit homeDirectory below ``root``) into LDAP."""
+    server.add_entries(
+        [account_entry(uid, base_dn=server.accounts_dn,
+                       home_directory=jailkit_home_directory(root, uid))]
     )  # fmt: skip
-    print(f"$ provbackup {' '.join(arguments)}  -> exit {completed.returncode}")
-    print(completed.stdout + completed.stderr, end="")
-    if completed.returncode != expect:
-        raise SystemExit(f"package-smoke: expected exit {expect}, got {completed.returncode}")
-    return completed.stdout
 
 
-def require(condition: bool, what: str) -> None:
-    """Print ``what`` as checked, or exit naming it."""
-    if not condition:
-        raise SystemExit(f"package-smoke: FAILED: {what}")
-    print(f"ok: {what}")
+@contextlib.contextmanager
+def btrfs_directory(shipped: str, root: Path, directory: Path) -> Iterator[Path]:
+    """A slapd of its own with an add request, and a second config for ``root``, engine btrfs.
+
+    Yields the config's path; its lock and status files are in ``directory``.
+    """
+    directory.mkdir(mode=0o700)
+    with Slapd(directory / "slapd", tls=True) as server:
+        server.add_base()
+        text = configured(
+            shipped, server, directory / "ldap.secret", root,
+            {"engine = rsnapshot": "engine = btrfs",
+               "lock_file = /run/provbackup/provbackup.lock":
+                   f"lock_file = {directory / 'provbackup.lock'}",
+               "status_file = /var/lib/provbackup/status.json":
+                   f"status_file = {directory / 'status.json'}"},
+        )  # fmt: skip
+        config = directory / "provbackup.conf"
+        config.write_text(text)
+        config.chmod(0o600)
+        add_request(server, root, BTRFS_UID)
+        yield config
 
 
 def main() -> int:
@@ -75,42 +138,22 @@ def main() -> int:
         run("-q", "process", expect=78)
         require(run("-qq", "check", expect=3).startswith("PROVBACKUP UNKNOWN"),
                 "unconfigured: process exits 78, check says UNKNOWN")  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="provbackup-smoke-") as work, Slapd(
-        Path(work) / "slapd", tls=True
+    shipped = CONFIG.read_text()
+    with tempfile.TemporaryDirectory(prefix="provbackup-smoke-") as temporary, Slapd(
+        Path(temporary) / "slapd", tls=True
     ) as server:
+        work = Path(temporary)
         server.add_base()
-        settings = server.ldap_settings()
-        secret = Path(work) / "ldap.secret"
-        secret.write_text(settings["bind_password"] + "\n")
-        secret.chmod(0o600)
-        # The package's conffile, edited as an administrator would.
-        text = CONFIG.read_text()
-        text = text.replace(
-            "uri = ldap://ldap1.example.com ldap://ldap2.example.com", f"uri = {settings['uri']}"
-        )
-        text = text.replace(
-            "bind_dn = cn=provbackup,ou=services,dc=stoney-cloud,dc=org",
-            f"bind_dn = {settings['bind_dn']}",
-        )
-        text = text.replace(
-            "bind_password_file = /etc/provbackup/ldap.secret", f"bind_password_file = {secret}"
-        )
-        text = text.replace(
-            "base_dn = ou=accounts,ou=backup,ou=services,dc=stoney-cloud,dc=org",
-            f"base_dn = {settings['base_dn']}",
-        )
-        text = text.replace("#ca_file = /etc/ssl/certs/ca-certificates.crt",
-                            f"ca_file = {settings['ca_file']}")  # fmt: skip
-        text = text.replace("root = /var/backup", f"root = {root}")
-        text = text.replace("syslog = yes", "syslog = no")
-        require(str(root) in text and settings["uri"] in text, "the conffile was edited")
-        CONFIG.write_text(text)
-        server.add_entries(
-            [account_entry(UID, base_dn=server.accounts_dn,
-                           home_directory=jailkit_home_directory(root, UID))]
-        )  # fmt: skip
-
+        template = root / ".jail-template"
+        CONFIG.write_text(configured(
+            shipped, server, work / "ldap.secret", root,
+            {"#jail_template = /var/backup/.jail-template": f"jail_template = {template}"},
+        ))  # fmt: skip
         run("--version")
+        run("jail-template")  # README's login step 2
+        require((template / "bin" / "getQuota").is_file(),
+                f"the jail template is built ({template})")  # fmt: skip
+        add_request(server, root, UID)
         scanned = run("scan")
         require(UID in scanned, "scan lists the due request")
         processed = run("process")
@@ -122,12 +165,20 @@ def main() -> int:
         require((account / "chroot" / "home" / UID / "incoming").is_dir(),
                 f"the account tree exists ({account})")  # fmt: skip
         require((account / "rsnapshot.conf").is_file(), "its rsnapshot.conf exists")
-        checked = run("-qq", "check")
-        require(checked.startswith("PROVBACKUP OK"), "check says OK")
-        require(Path("/var/lib/provbackup/status.json").is_file(),
-                "the status file is in /var/lib/provbackup")  # fmt: skip
-        if len(sys.argv) > 2:
-            upgrade(Path(sys.argv[2]), root)
+        require((account / "chroot" / "bin" / "getQuota").is_file(), "its jail has the template")
+        with customer_login(UID, jailkit_home_directory(root, UID), work) as client:
+            checked = run("-qq", "check")
+            require(checked.startswith("PROVBACKUP OK") and "login:" not in checked,
+                    "check says OK, with no login: finding (README's login step 6)")  # fmt: skip
+            require(Path("/var/lib/provbackup/status.json").is_file(),
+                    "the status file is in /var/lib/provbackup")  # fmt: skip
+            upload_snapshot_restore(client, account, QUOTA_MIB, work)
+            btrfs_simple_quotas(
+                work, BTRFS_UID, lambda btrfs_root, directory: btrfs_directory(
+                    shipped, btrfs_root, directory)
+            )  # fmt: skip
+            if len(sys.argv) > 2:
+                upgrade(Path(sys.argv[2]), root)
     return 0
 
 
