@@ -35,7 +35,9 @@ import shutil
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -80,10 +82,10 @@ def run(*arguments: str, expect: int = 0) -> str:
     return completed.stdout
 
 
-def require(condition: bool, what: str) -> None:
-    """Print ``what`` as checked, or exit naming it."""
+def require(condition: bool, what: str, detail: str = "") -> None:
+    """Print ``what`` as checked, or exit naming it (and ``detail``, e.g. a command's stderr)."""
     if not condition:
-        raise SystemExit(f"package-smoke: FAILED: {what}")
+        raise SystemExit(f"package-smoke: FAILED: {what} {detail}".rstrip())
     print(f"ok: {what}")
 
 
@@ -100,8 +102,8 @@ def install_recommends() -> None:
         stdin=subprocess.DEVNULL, check=False,
         env={**CLEAN_ENVIRONMENT, "DEBIAN_FRONTEND": "noninteractive"},
     )  # fmt: skip
-    require(installed.returncode == 0, f"apt-get install {' '.join(RECOMMENDS)}: "
-            f"{installed.stderr[-2000:]}")  # fmt: skip
+    require(installed.returncode == 0, f"apt-get install {' '.join(RECOMMENDS)}",
+            installed.stderr[-2000:])  # fmt: skip
     versions = command("dpkg-query", "-W", "-f=${Package} ${Version}, ", *RECOMMENDS).stdout
     print(f"ok: README's packages installed: {versions.rstrip(', ')}")
 
@@ -126,7 +128,7 @@ def customer_login(uid: str, home: str, work: Path) -> Iterator[Client]:
         relax_home_owner()  # step 3: [DEFAULT] relax_home_owner = 1 in jk_chrootsh.ini
         installed = command("install", "-m", "0644", str(shipped), f"{SNIPPET.parent}/")  # step 4
         require(installed.returncode == 0 and SNIPPET.read_bytes() == shipped.read_bytes(),
-                f"install -m 0644 {shipped} {SNIPPET.parent}/ {installed.stderr}")  # fmt: skip
+                f"install -m 0644 {shipped} {SNIPPET.parent}/", installed.stderr)  # fmt: skip
         # Step 5 with libnss-extrausers: the shell jk_chrootsh, as nslcd's map would serve it.
         write_extrausers([(uid, number, number, home, "*")])
         enable_extrausers()
@@ -156,7 +158,7 @@ def _digest(path: Path) -> str:
 
 def _get_quota(client: Client) -> list[int]:
     printed = client.ssh("/bin/getQuota")
-    require(printed.returncode == 0, f"ssh {client.user} /bin/getQuota {printed.stderr}")
+    require(printed.returncode == 0, f"ssh {client.user} /bin/getQuota", printed.stderr)
     return [int(figure) for figure in printed.stdout.split()]
 
 
@@ -164,14 +166,14 @@ def upload_snapshot_restore(client: Client, account: Path, quota_mib: int, work:
     """As the customer: log in, upload, restore from ``provbackup snapshot``; compare bytes."""
     login = client.ssh("sh -c 'echo LoggedIn'")
     require((login.returncode, login.stdout) == (0, "LoggedIn\n"),
-            f"the customer logs in through sshd and jk_chrootsh {login.stderr}")  # fmt: skip
+            "the customer logs in through sshd and jk_chrootsh", login.stderr)  # fmt: skip
     require(_get_quota(client) == [quota_mib, 0, 0], f"getQuota before a snapshot: {quota_mib} 0 0")
     source = work / "upload"
     source.mkdir()
     (source / "data.bin").write_bytes(os.urandom(UPLOAD_BYTES))
     (source / "Grüße.txt").write_text("a non-ASCII name\n")
     upload = client.rsync("-rtS8", f"{source}/", f"{client.remote}:incoming/{HOST}/")
-    require(upload.returncode == 0, f"rsync upload into incoming/{HOST}/ {upload.stderr}")
+    require(upload.returncode == 0, f"rsync upload into incoming/{HOST}/", upload.stderr)
     home = account / "chroot" / "home" / client.user
     landed = home / "incoming" / HOST / "data.bin"
     require(landed.is_file() and landed.stat().st_uid == int(client.user)
@@ -186,8 +188,8 @@ def upload_snapshot_restore(client: Client, account: Path, quota_mib: int, work:
     restored = work / "restore"
     restore = client.rsync("-rt8", f"{client.remote}:.snapshots/{interval}.0/{HOST}/",
                            f"{restored}/")  # fmt: skip
-    require(restore.returncode == 0,
-            f"rsync restore from .snapshots/{interval}.0/ {restore.stderr}")  # fmt: skip
+    require(restore.returncode == 0, f"rsync restore from .snapshots/{interval}.0/",
+            restore.stderr)  # fmt: skip
     require(sorted(p.name for p in restored.iterdir()) == sorted(p.name for p in source.iterdir())
             and all(_digest(restored / p.name) == _digest(p) for p in source.iterdir()),
             f"the restore is byte-exact ({UPLOAD_BYTES} bytes and a non-ASCII name)")  # fmt: skip
@@ -226,13 +228,15 @@ def _enable_simple_quotas(mount: Path) -> None:
         os.close(fd)
 
 
-def btrfs_simple_quotas(work: Path, configure: Callable[[Path, Path], Path], uid: str,
-                        add: Callable[[Path, str], None]) -> None:  # fmt: skip
+def btrfs_simple_quotas(
+    work: Path, uid: str, directory: Callable[[Path, Path], AbstractContextManager[Path]]
+) -> None:
     """A btrfs root with simple quotas: one add with engine = btrfs; check must say so.
 
-    ``configure(root, directory)`` writes the second configuration (its root,
-    status and lock in ``directory``) and returns its path; ``add(root, uid)``
-    puts the add request into the directory.
+    ``directory(root, folder)`` is the LDAP side for it: a context that
+    holds an add request for ``uid`` below ``root`` and yields the path of a
+    second configuration (engine btrfs, that root; its status and lock in
+    ``folder``).
     """
     reason = _loop_unavailable()
     if reason is not None:
@@ -243,7 +247,7 @@ def btrfs_simple_quotas(work: Path, configure: Callable[[Path, Path], Path], uid
     with open(image, "wb") as handle:
         handle.truncate(512 << 20)
     made = command("mkfs.btrfs", "-q", "-f", str(image))
-    require(made.returncode == 0, f"mkfs.btrfs {image} {made.stderr}")
+    require(made.returncode == 0, f"mkfs.btrfs {image}", made.stderr)
     mounted = command("mount", "-o", "loop", str(image), str(mount))
     if mounted.returncode != 0:
         print(f"SKIPPED: the btrfs engine check: mount -o loop failed: {mounted.stderr.strip()}")
@@ -252,24 +256,29 @@ def btrfs_simple_quotas(work: Path, configure: Callable[[Path, Path], Path], uid
         _enable_simple_quotas(mount)
         root = mount / "backup"
         root.mkdir(mode=0o755)
-        config = configure(root, work / "btrfs-run")
-        add(root, uid)
-        processed = run("--config", str(config), "process")
-        require(re.search(rf"^done\s+add\s+{uid}\s", processed, re.MULTILINE) is not None
-                and "1 done, 0 failed" in processed, "process added it on btrfs")  # fmt: skip
-        home = root / uid[-1] / uid[-3:] / uid[-6:-3] / uid / "chroot" / "home" / uid
-        incoming = home / "incoming"
-        require(incoming.stat().st_ino == 256, f"{incoming} is a btrfs subvolume")
-        checked = run("--config", str(config), "check")
-        require(checked.startswith("PROVBACKUP OK"), "check on the btrfs root says OK")
-        require("btrfs engine: simple quotas" in checked,
-                f"check says the btrfs engine has simple quotas (kernel {os.uname().release})")
+        with directory(root, work / "btrfs-run") as config:
+            _add_and_check(config, root, uid)
     finally:
         for _ in range(20):
             if command("umount", str(mount)).returncode == 0:
                 break
+            time.sleep(0.25)
         else:
             command("umount", "-l", str(mount))
         for line in command("losetup", "-j", str(image)).stdout.splitlines():
             command("losetup", "-d", line.split(":", 1)[0])
         image.unlink(missing_ok=True)
+
+
+def _add_and_check(config: Path, root: Path, uid: str) -> None:
+    """``process`` adds ``uid`` on the btrfs ``root``; ``check`` must name simple quotas."""
+    processed = run("--config", str(config), "process")
+    require(re.search(rf"^done\s+add\s+{uid}\s", processed, re.MULTILINE) is not None
+            and "1 done, 0 failed" in processed, "process added it on btrfs")  # fmt: skip
+    home = root / uid[-1] / uid[-3:] / uid[-6:-3] / uid / "chroot" / "home" / uid
+    incoming = home / "incoming"
+    require(incoming.stat().st_ino == 256, f"{incoming} is a btrfs subvolume")
+    checked = run("--config", str(config), "check")
+    require(checked.startswith("PROVBACKUP OK"), "check on the btrfs root says OK")
+    require("btrfs engine: simple quotas" in checked,
+            f"check says the btrfs engine has simple quotas (kernel {os.uname().release})")
