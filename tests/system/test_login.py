@@ -535,7 +535,8 @@ def test_the_match_block_reaches_the_customers_and_ends_with_its_file(server: Se
                        # the Match block still wins for the customers.
                        ("x11forwarding", "no"), ("passwordauthentication", "yes")):  # fmt: skip
         assert customer[key] == [value], key
-    assert "ssh-dss" in customer["pubkeyacceptedalgorithms"][0].split(",")
+    # OpenSSH 10 has no DSA: the snippet's ssh-dss line stays commented out there.
+    assert ("ssh-dss" in customer["pubkeyacceptedalgorithms"][0].split(",")) is DSA
     assert customer["subsystem"] == ["sftp /usr/lib/openssh/sftp-server"]
 
     # Without the snippet: the same stock file and server settings, nothing else.
@@ -673,7 +674,7 @@ def test_check_names_a_snippet_that_misses_the_customers(
     assert "ssh -N -D gets past the jail" not in out, out
     assert re.search(r"sshd -T for \d+ \(.*\): the Match block of", out), out
     assert "permittty no (sshd: yes)" in out
-    assert "pubkeyacceptedalgorithms +ssh-dss" in out
+    assert ("pubkeyacceptedalgorithms +ssh-dss" in out) is DSA, out
 
 
 def test_check_names_a_snippet_that_changes_root_or_the_operator(
