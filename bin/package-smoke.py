@@ -203,7 +203,7 @@ def upgrade(deb: Path, root: Path) -> None:
         stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd=REPOSITORY, check=False,
         env={**CLEAN_ENVIRONMENT, "DEBIAN_FRONTEND": "noninteractive"},
     )  # fmt: skip
-    require(installed.returncode == 0, f"apt-get install ./{deb}: {installed.stderr[-2000:]}")
+    require(installed.returncode == 0, f"apt-get install ./{deb}", installed.stderr[-2000:])
     now = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "provbackup"],
                          capture_output=True, text=True, check=True).stdout  # fmt: skip
     require(now == version, f"upgraded to {version}")
