@@ -181,3 +181,18 @@ class Progress:
             self.stream.write("\r\033[K")
             self.stream.flush()
             self.shown = False
+
+
+MIGRATION_HEADERS = ["uid", "outcome", "layout", "snapshots", "quota", "what"]
+
+
+def migration_table(results: Iterable[Any]) -> str:
+    """``migrate-engine``'s accounts as a table (the plan, with ``--dry-run``)."""
+    rows = [
+        [item.uid, item.outcome, item.layout, " ".join(item.snapshots) or "-",
+         "none" if item.quota is None else item.quota, item.message]
+        for item in results
+    ]  # fmt: skip
+    if not rows:
+        return "no accounts on the backup root"
+    return _tabulate(rows, MIGRATION_HEADERS)
