@@ -27,7 +27,7 @@ import json
 import logging
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -309,3 +309,25 @@ def _read_step(account: OpenDirectory) -> str | None:
     except (ValueError, AttributeError):
         return "unreadable record"
     return str(step) if step else "unknown"
+
+
+def layout_warnings(layouts: Mapping[str, int], engine: str) -> list[str]:
+    """Warn when accounts of both engines' layouts, or of the other engine's only, are on the root.
+
+    Takes the count of accounts by :func:`layout_of` and the configured engine's name;
+    pure. Returns the warnings (none when every account is in the
+    configured engine's layout).
+    """
+    plain, moved = layouts.get(PLAIN, 0), layouts.get(SUBVOLUME, 0)
+    if plain and moved:
+        return [
+            f"accounts of both engines' layouts on the backup root: {plain} rsnapshot "
+            f"(plain incoming/), {moved} btrfs ([backup] engine = {engine}); finish with "
+            "provbackup migrate-engine --all, then set [backup] engine = btrfs"
+        ]
+    if moved and engine != "btrfs":
+        return [
+            f"{moved} accounts in the btrfs engine's layout but [backup] engine = {engine}: "
+            "set [backup] engine = btrfs"
+        ]
+    return []
