@@ -120,7 +120,8 @@ def layout_of(home: OpenDirectory) -> str:
     status = lstat_entry(home, INCOMING)
     if status is None or not stat.S_ISDIR(status.st_mode):
         return MISSING
-    return SUBVOLUME if kernel.is_subvolume_root(status) else PLAIN
+    # inode 256 is a subvolume's root only on btrfs (elsewhere it is any directory)
+    return SUBVOLUME if kernel.is_subvolume_root(status) and kernel.is_btrfs(home.fd) else PLAIN
 
 
 def survey(paths: AccountPaths) -> Survey:

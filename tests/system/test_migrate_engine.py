@@ -119,7 +119,10 @@ def test_rsnapshot_account_moves_to_btrfs_keeps_snapshots_and_restores_exactly(
     assert plan.code == 0, plan.out + plan.err
     assert re.search(rf"^{uid}\s+would\s+rsnapshot\s+daily\.0 daily\.1\s+{48 * MIB}\s", plan.out,
                      re.M), plan.out  # fmt: skip
-    assert not is_subvolume(incoming) and not (account_dir(btrfs_root, uid) / "engine-migration").exists()
+    assert (
+        not is_subvolume(incoming)
+        and not (account_dir(btrfs_root, uid) / "engine-migration").exists()
+    )
     assert not (tmp_path / "quota.log").exists()
 
     moved = run(old, "migrate-engine", "--uid", uid)
@@ -128,7 +131,11 @@ def test_rsnapshot_account_moves_to_btrfs_keeps_snapshots_and_restores_exactly(
     # incoming/: a subvolume in its own qgroup, the quota applied, the customer's
     assert is_subvolume(incoming)
     status = incoming.stat()
-    assert (status.st_uid, status.st_gid, stat.S_IMODE(status.st_mode)) == (int(uid), int(uid), 0o700)
+    assert (status.st_uid, status.st_gid, stat.S_IMODE(status.st_mode)) == (
+        int(uid),
+        int(uid),
+        0o700,
+    )
     assert qgroup(incoming, 1, "max_referenced") == 48 * MIB
     assert (incoming / "laptop" / "big.bin").read_bytes() == big
     # the snapshots: read-only subvolumes, root:gidNumber 0750, their old times
@@ -154,6 +161,12 @@ def test_rsnapshot_account_moves_to_btrfs_keeps_snapshots_and_restores_exactly(
 
     again = run(old, "migrate-engine", "--uid", uid)
     assert again.code == 0 and re.search(rf"^{uid}\s+already\s", again.out, re.M), again.out
+
+    # Still [backup] engine = rsnapshot: the runner refuses the moved account, naming the fix.
+    stale = run(old, "snapshot", "daily")
+    assert stale.code == 1 and re.search(rf"^failed\s+{uid}\s.*set \[backup\] engine = btrfs",
+                                         stale.out, re.M), stale.out  # fmt: skip
+    assert sorted(os.listdir(snapshots)) == ["daily.0", "daily.1"]
 
     # The btrfs engine takes over: a new snapshot, rotation, usage written back.
     new = setup_for(tmp_path, ldap_server, btrfs_root, "btrfs")

@@ -80,11 +80,10 @@ def old_layout(root: Path, uid: str, seed: int) -> Path:
     for name in SNAPSHOTS:
         (snapshots / name).chmod(0o750)
         os.chown(snapshots / name, 0, number)
-    for directory, _subdirectories, files in os.walk(home):
-        for entry in [directory, *(os.path.join(directory, name) for name in files)]:
-            if Path(entry).is_relative_to(incoming) or Path(entry).is_relative_to(snapshots / ""):
-                if Path(entry) not in [snapshots / name for name in SNAPSHOTS]:
-                    os.lchown(entry, number, number)
+    for tree in [incoming, *(snapshots / name for name in SNAPSHOTS)]:
+        for directory, subdirectories, files in os.walk(tree):
+            for name in [*subdirectories, *files]:  # the customer's, as rsync -a keeps them
+                os.lchown(os.path.join(directory, name), number, number)
     for age, name in enumerate(SNAPSHOTS):
         os.utime(snapshots / name, (1_700_000_000 - age * 86400,) * 2)
     os.chown(incoming, number, number)
@@ -141,13 +140,19 @@ def layout(home: Path, expected: dict[str, dict[str, tuple[object, ...]]]) -> st
     assert all(subvolume(path) and read_only(path) for path in snapshots)
     for path in snapshots:
         status = path.stat()
-        assert (status.st_uid, status.st_gid, stat.S_IMODE(status.st_mode)) == (0, int(path.parts[-3]), 0o750)
+        assert (status.st_uid, status.st_gid, stat.S_IMODE(status.st_mode)) == (
+            0,
+            int(path.parts[-3]),
+            0o750,
+        )
     return "new"
 
 
 def run_once(root: Path, uid: str) -> None:
     paths = account_paths(root, "flat", uid)
-    migration.migrate(paths, migration.Owner(int(uid), int(uid), True, 64 << 20), lambda: "released")
+    migration.migrate(
+        paths, migration.Owner(int(uid), int(uid), True, 64 << 20), lambda: "released"
+    )
 
 
 def consistent(root: Path) -> bool:
@@ -180,7 +185,10 @@ def test_sigkill_at_any_point_leaves_the_old_layout_or_the_new_and_a_rerun_finis
         home = old_layout(btrfs_root, uid, round_number)
         expected = trees(home)
         # a kill point in the migration, and for every third account a second kill
-        for delay in [whole * round_number / kills, *([whole / 3] if round_number % 3 == 0 else [])]:
+        for delay in [
+            whole * round_number / kills,
+            *([whole / 3] if round_number % 3 == 0 else []),
+        ]:
             child_process = subprocess.Popen(
                 [sys.executable, "-c", CHILD, str(btrfs_root), uid],
                 stdout=subprocess.PIPE, text=True,
