@@ -45,7 +45,6 @@ from provbackup.work.safe import (
     lstat_entry,
     open_directory,
     open_root,
-    remove_non_directory,
     remove_tree,
     replace_file,
 )
@@ -254,8 +253,7 @@ def _finish(staging: OpenDirectory, release: Callable[[], str]) -> list[str]:
         remove_tree(staging, STAGED_HOME)
         steps.append("removed the old rsnapshot layout")
     steps.append(release())
-    steps += discard_build(staging)
-    remove_non_directory(staging, RECORD)
+    _empty(staging)
     return steps
 
 
@@ -274,9 +272,23 @@ def discard_build(staging: OpenDirectory) -> list[str]:
             with contextlib.suppress(OSError):  # refused while the kernel still cleans it up
                 kernel.destroy_qgroup(staging.fd, qgroup)
         steps.append(f"discarded the build of an interrupted migration in {staging.path}")
-    if lstat_entry(staging, STAGED_HOME) is not None:
-        remove_tree(staging, STAGED_HOME)
+    _empty(staging)
     return steps
+
+
+def _empty(staging: OpenDirectory) -> None:
+    """Remove what is left in the staging directory: a plain tree, the record, temporaries.
+
+    Listed through a descriptor of its own: a descriptor that has read a
+    btrfs directory to its end lists nothing new, even after os.listdir.
+    """
+    fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=staging.fd)
+    try:
+        names = sorted(os.listdir(fd))
+    finally:
+        os.close(fd)
+    for name in names:
+        delete_snapshot(staging, name)
 
 
 def remove_directory(parent: OpenDirectory, name: str) -> None:
