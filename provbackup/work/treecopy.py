@@ -115,8 +115,9 @@ def copy_tree(
             child = _copy_entry(frame, name, uid, gid, count, top.st_dev, filesystem, source.path)
             if child is not None:
                 frames.append(child)
-                if len(frames) > MAX_OPEN_DIRECTORIES:
-                    _close(frames[-MAX_OPEN_DIRECTORIES - 1])
+                deepest_closed = len(frames) - MAX_OPEN_DIRECTORIES - 1
+                if deepest_closed >= 1:  # the top stays open: everything is reopened from it
+                    _close(frames[deepest_closed])
     finally:
         for frame in frames:
             _close(frame)

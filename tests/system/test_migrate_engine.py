@@ -262,3 +262,60 @@ def test_an_account_of_the_btrfs_engine_is_left_alone(
     assert result.code == 0, result.out + result.err
     assert re.search(rf"^{uid}\s+already\s+btrfs\s", result.out, re.M), result.out
     assert os.stat(incoming).st_dev == number  # the same subvolume, untouched
+
+
+def test_a_held_account_lock_leaves_the_account_as_it_is(
+    tmp_path: Path, ldap_server, btrfs_root: Path
+) -> None:
+    from provbackup.accountlock import account_lock
+    from provbackup.config import load_config
+
+    setup = write_config(
+        tmp_path, ldap_server, f"[backup]\nroot = {btrfs_root}\n[snapshot]\nlock_wait = 0.5\n"
+    )
+    uid = "1000341"
+    provision(ldap_server, setup, btrfs_root, uid, quota=16 * MIB)
+    with account_lock(load_config(setup.config), uid, 0):
+        result = run(setup, "migrate-engine", "--uid", uid)
+    assert result.code == 1 and re.search(rf"^{uid}\s+busy\s", result.out, re.M), result.out
+    assert not is_subvolume(home_of(btrfs_root, uid) / "incoming")
+
+
+def test_an_inactive_account_stays_closed_after_the_move(
+    tmp_path: Path, ldap_server, btrfs_root: Path
+) -> None:
+    setup = setup_for(tmp_path, ldap_server, btrfs_root, "rsnapshot")
+    uid = "1000351"
+    provision(ldap_server, setup, btrfs_root, uid, quota=16 * MIB, active=False)
+    incoming = home_of(btrfs_root, uid) / "incoming"
+    result = run(setup, "migrate-engine", "--all")
+    assert result.code == 0 and re.search(rf"^{uid}\s+migrated\s", result.out, re.M), result.out
+    status = incoming.stat()
+    assert is_subvolume(incoming)
+    assert (status.st_uid, status.st_gid, stat.S_IMODE(status.st_mode)) == (0, int(uid), 0o700)
+
+
+def test_the_copy_forces_the_owner_drops_set_id_bits_and_goes_deep(btrfs_root: Path) -> None:
+    from provbackup.work.safe import open_root
+    from provbackup.work.treecopy import MAX_OPEN_DIRECTORIES, copy_tree
+
+    source, target = btrfs_root / "source", btrfs_root / "target"
+    deep = source.joinpath(*[f"d{n}" for n in range(3 * MAX_OPEN_DIRECTORIES)])
+    deep.mkdir(parents=True)
+    (deep / "bottom").write_bytes(b"deep down")
+    (source / "tool").write_bytes(b"#!/bin/sh\n")
+    os.chown(source / "tool", 0, 0)
+    (source / "tool").chmod(0o4755)  # root's set-uid file in a customer's tree
+    os.mkfifo(source / "pipe")
+    (source / "d0" / "sibling").write_bytes(b"after the deep branch")
+    target.mkdir()
+    with open_root(source) as opened_source, open_root(target) as opened_target:
+        count, _top = copy_tree(opened_source, opened_target, 61001, 61002)
+    copied = target.joinpath(*[f"d{n}" for n in range(3 * MAX_OPEN_DIRECTORIES)])
+    assert (copied / "bottom").read_bytes() == b"deep down"
+    assert (target / "d0" / "sibling").read_bytes() == b"after the deep branch"
+    tool = (target / "tool").stat()
+    assert (tool.st_uid, tool.st_gid, stat.S_IMODE(tool.st_mode)) == (61001, 61002, 0o755)
+    assert not (target / "pipe").exists() and count.left_out == 1
+    assert count.directories == 3 * MAX_OPEN_DIRECTORIES and count.files == 3
+    assert (copied.stat().st_uid, copied.stat().st_gid) == (61001, 61002)
