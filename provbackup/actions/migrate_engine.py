@@ -25,6 +25,7 @@ from provbackup.config import Config
 from provbackup.directory import LdapDirectory, connect
 from provbackup.engines import engine_named
 from provbackup.engines import migration as moving
+from provbackup.engines.migration_check import check_root
 from provbackup.entry import Rules, read_account
 from provbackup.errors import EXIT_ENTRIES_FAILED, EntryError, ProvbackupError, UsageError
 from provbackup.model import Account, Verb
@@ -79,7 +80,7 @@ def migrate_engine(
         raise UsageError("give exactly one of --uid UID or --all")
     root, layout = config.backup.root, config.backup.layout
     try:
-        moving.check_root(root)
+        check_root(root)
     except EntryError as error:
         raise UsageError(f"migrate-engine: [backup] root: {error}") from None
     if uid is not None:

@@ -19,7 +19,8 @@ from typing import Any
 
 from provbackup.config import INTERVALS, Config
 from provbackup.engines import select_engine
-from provbackup.engines.migration import layout_of, layout_warnings
+from provbackup.engines.migration import layout_of
+from provbackup.engines.migration_check import layout_warnings
 from provbackup.errors import (
     EXIT_CONFIG,
     EXIT_ENTRIES_FAILED,

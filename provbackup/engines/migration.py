@@ -27,18 +27,18 @@ import json
 import logging
 import os
 import stat
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 from provbackup.engines.btrfs import delete_snapshot, ensure_incoming, set_limit
-from provbackup.engines.rsnapshot_layout import snapshot_names
-from provbackup.errors import RETURN_FILESYSTEM, ConfigError, WorkError
+from provbackup.engines.rsnapshot_layout import PENDING_FILE, snapshot_names
+from provbackup.errors import RETURN_FILESYSTEM, WorkError
 from provbackup.model import ROOT_ID
-from provbackup.paths import AccountPaths
+from provbackup.paths import RSNAPSHOT_CONF, AccountPaths
 from provbackup.plan import HOME_MODE, INACTIVE_INCOMING_MODE, SNAPSHOTS_MODE, USER_DIRECTORY_MODE
 from provbackup.work import btrfs_ioctl as kernel
+from provbackup.work.accountconf import NEW_DESTINATION, read_conf
 from provbackup.work.safe import (
     OpenDirectory,
     ensure_directory,
@@ -94,26 +94,6 @@ def _opened(paths: AccountPaths) -> Iterator[tuple[OpenDirectory, OpenDirectory,
         yield account, homes, home
 
 
-def check_root(root: Path) -> None:
-    """Refuse a backup root the btrfs engine cannot take: not btrfs, or quotas off.
-
-    Raises ConfigError (78) naming the reason and the fix; WorkError when
-    the root is missing.
-    """
-    with open_root(root) as directory:
-        if not kernel.is_btrfs(directory.fd):
-            raise ConfigError(
-                f"migrate-engine: the backup root {root} is not on a btrfs filesystem: "
-                "the btrfs engine needs one (docs/btrfs.md)"
-            )
-        uuid = kernel.fsid(directory.fd)
-    if not kernel.quota_state(uuid)[0]:
-        raise ConfigError(
-            f"migrate-engine: quotas are not enabled on {root}'s btrfs filesystem "
-            f"(btrfs quota enable {root}; docs/btrfs.md says which mode)"
-        )
-
-
 def layout_of(home: OpenDirectory) -> str:
     """Return which engine's layout the open home is in: ``rsnapshot``, ``btrfs`` or ``missing``."""
     status = lstat_entry(home, INCOMING)
@@ -151,6 +131,8 @@ def migrate(paths: AccountPaths, owner: Owner, release: Callable[[], str]) -> li
                             return_value=RETURN_FILESYSTEM)  # fmt: skip
         if layout == SUBVOLUME and lstat_entry(account, MIGRATION_DIRECTORY) is None:
             return steps
+        if layout == PLAIN:
+            _first_release_layout_done(account, paths)
         staging = ensure_directory(
             account, MIGRATION_DIRECTORY, ROOT_ID, ROOT_ID, STAGING_MODE, steps
         )
@@ -167,6 +149,19 @@ def migrate(paths: AccountPaths, owner: Owner, release: Callable[[], str]) -> li
             steps += _finish(staging, release)
         remove_directory(account, MIGRATION_DIRECTORY)
     return steps
+
+
+def _first_release_layout_done(account: OpenDirectory, paths: AccountPaths) -> None:
+    """Refuse snapshots still in the first release's layout (``daily.N/incoming/<host>``)."""
+    old = lstat_entry(account, PENDING_FILE) is not None
+    if not old and lstat_entry(account, RSNAPSHOT_CONF) is not None:
+        old = read_conf(account, paths).destination != NEW_DESTINATION
+    if old:
+        raise WorkError(
+            f"{paths.account}: snapshots still in the first release's layout: run "
+            "provbackup snapshot with [backup] engine = rsnapshot once (it moves them), then again",
+            return_value=RETURN_FILESYSTEM,
+        )
 
 
 def _build(home: OpenDirectory, staging: OpenDirectory, owner: Owner, steps: list[str]) -> None:
@@ -322,25 +317,3 @@ def _read_step(account: OpenDirectory) -> str | None:
     except (ValueError, AttributeError):
         return "unreadable record"
     return str(step) if step else "unknown"
-
-
-def layout_warnings(layouts: Mapping[str, int], engine: str) -> list[str]:
-    """Warn when accounts of both engines' layouts, or of the other engine's only, are on the root.
-
-    Takes the count of accounts by :func:`layout_of` and the configured engine's name;
-    pure. Returns the warnings (none when every account is in the
-    configured engine's layout).
-    """
-    plain, moved = layouts.get(PLAIN, 0), layouts.get(SUBVOLUME, 0)
-    if plain and moved:
-        return [
-            f"accounts of both engines' layouts on the backup root: {plain} rsnapshot "
-            f"(plain incoming/), {moved} btrfs ([backup] engine = {engine}); finish with "
-            "provbackup migrate-engine --all, then set [backup] engine = btrfs"
-        ]
-    if moved and engine != "btrfs":
-        return [
-            f"{moved} accounts in the btrfs engine's layout but [backup] engine = {engine}: "
-            "set [backup] engine = btrfs"
-        ]
-    return []

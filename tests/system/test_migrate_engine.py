@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from btrfs_image import BtrfsImage, customer, subvolume_ids
-from support import read_entry, run, write_config
+from support import modify_entry, read_entry, run, write_config
 
 from provbackup.work import btrfs_ioctl
 from sandbox import account_entry, jailkit_home_directory
@@ -196,6 +196,13 @@ def test_rsnapshot_account_moves_to_btrfs_keeps_snapshots_and_restores_exactly(
     assert os.path.islink(restored / "bait") and os.readlink(restored / "bait") == "/etc/shadow"
     assert (restored / "big.bin").read_bytes() == big
 
+    # a modify through the btrfs engine changes the moved account's qgroup limit
+    modify_entry(ldap_server, dn, {"sstQuota": [str(64 * MIB)], "sstProvisioningMode": ["modify"],
+                                   "sstProvisioningState": ["0"]})  # fmt: skip
+    modified = run(new, "process")
+    assert modified.code == 0, modified.out + modified.err
+    assert qgroup(incoming, 1, "max_referenced") == 64 * MIB
+
     # and the account goes away cleanly, every subvolume with it
     run(new, "reset", "--uid", uid, "--mode", "delete", "--now", "--any-status")
     deleted = run(new, "process")
@@ -319,3 +326,17 @@ def test_the_copy_forces_the_owner_drops_set_id_bits_and_goes_deep(btrfs_root: P
     assert not (target / "pipe").exists() and count.left_out == 1
     assert count.directories == 3 * MAX_OPEN_DIRECTORIES and count.files == 3
     assert (copied.stat().st_uid, copied.stat().st_gid) == (61001, 61002)
+
+
+def test_snapshots_still_in_the_first_release_layout_are_refused(
+    tmp_path: Path, ldap_server, btrfs_root: Path
+) -> None:
+    setup = setup_for(tmp_path, ldap_server, btrfs_root, "rsnapshot")
+    uid = "1000361"
+    provision(ldap_server, setup, btrfs_root, uid, quota=16 * MIB)
+    (account_dir(btrfs_root, uid) / "snapshot-layout-pending").write_text("daily.0\n")
+    result = run(setup, "migrate-engine", "--uid", uid)
+    assert result.code == 1, result.out
+    assert re.search(rf"^{uid}\s+failed\s.*first release's layout", result.out, re.M), result.out
+    assert not is_subvolume(home_of(btrfs_root, uid) / "incoming")
+    assert not (account_dir(btrfs_root, uid) / "engine-migration").exists()

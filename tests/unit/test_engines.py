@@ -97,7 +97,7 @@ def test_a_plan_can_be_built_for_another_engine_than_the_configured_one() -> Non
 
 
 def test_layout_warning_only_while_both_layouts_or_the_other_engine_remain() -> None:
-    from provbackup.engines.migration import layout_warnings
+    from provbackup.engines.migration_check import layout_warnings
 
     assert layout_warnings({"rsnapshot": 3}, "rsnapshot") == []
     assert layout_warnings({"btrfs": 3}, "btrfs") == []
