@@ -18,13 +18,12 @@ from dataclasses import dataclass
 
 import ldap3
 from ldap3.core import exceptions as ldap_exceptions
-from ldap3.utils.conv import escape_filter_chars
-from ldap3.utils.dn import parse_dn
 
 from provbackup.config import LdapConfig
 from provbackup.entry import READ_ATTRIBUTES, LdapEntry
-from provbackup.errors import BaseDnMissingError, LdapUnavailableError, UsageError
+from provbackup.errors import BaseDnMissingError, LdapUnavailableError
 from provbackup.ldapconnect import BindRefused, ConnectFailed, open_connection
+from provbackup.ldapnames import is_below
 from provbackup.model import MODE, RETURN_VALUE, STATE, Changes, Operation
 
 log = logging.getLogger(__name__)
@@ -40,31 +39,6 @@ _OPERATIONS = {
     Operation.DELETE: ldap3.MODIFY_DELETE,
     Operation.REPLACE: ldap3.MODIFY_REPLACE,
 }
-
-
-def escape(value: str) -> str:
-    """Escape ``value`` for use inside an LDAP filter (RFC 4515)."""
-    return escape_filter_chars(value)
-
-
-def normalized_dn(dn: str) -> tuple[tuple[str, str], ...]:
-    """Return ``dn`` as comparable (attribute, value) pairs, lower-cased.
-
-    Raises UsageError when ``dn`` is not a valid DN.
-    """
-    try:
-        return tuple(
-            (attribute.lower(), " ".join(value.lower().split()))
-            for attribute, value, _ in parse_dn(dn, escape=False, strip=True)
-        )
-    except Exception:
-        raise UsageError(f"not a valid DN: {dn!r}") from None
-
-
-def is_below(dn: str, base_dn: str) -> bool:
-    """Tell whether ``dn`` is ``base_dn`` or lies below it."""
-    child, base = normalized_dn(dn), normalized_dn(base_dn)
-    return len(child) >= len(base) and child[len(child) - len(base) :] == base
 
 
 @dataclass
