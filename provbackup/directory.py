@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import ldap3
 from ldap3.core import exceptions as ldap_exceptions
 
+from provbackup.closing import Closing
 from provbackup.config import LdapConfig
 from provbackup.entry import READ_ATTRIBUTES, LdapEntry
 from provbackup.errors import BaseDnMissingError, LdapUnavailableError
@@ -55,7 +56,7 @@ class ModifyResult:
         return self.code in (NO_SUCH_ATTRIBUTE, NO_SUCH_OBJECT)
 
 
-class LdapDirectory:
+class LdapDirectory(Closing):
     """A bound connection to one of the configured servers.
 
     Counts searches, returned entries and modifies so a run can report the
@@ -81,12 +82,6 @@ class LdapDirectory:
             self.connection.unbind()
         except Exception:  # the connection may be gone already
             log.debug("unbind failed", exc_info=True)
-
-    def __enter__(self) -> LdapDirectory:
-        return self
-
-    def __exit__(self, *exception: object) -> None:
-        self.close()
 
     def search(
         self,
