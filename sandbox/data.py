@@ -52,7 +52,14 @@ def connect(
     """
     import ldap3
 
-    tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=str(ca_file)) if ca_file else None
+    # ldap3's name check cannot match an IP address on Python 3.12 and later (Debian
+    # 13): it also accepts "localhost", which every sandbox certificate names
+    # beside 127.0.0.1 (provbackup checks names itself: provbackup/tlsnames.py).
+    tls = (
+        ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=str(ca_file), valid_names=["localhost"])
+        if ca_file
+        else None
+    )
     server = ldap3.Server(uri, tls=tls, connect_timeout=5, get_info=ldap3.NONE)
     options.setdefault("receive_timeout", 60)
     auto_bind = ldap3.AUTO_BIND_TLS_BEFORE_BIND if start_tls else ldap3.AUTO_BIND_NO_TLS

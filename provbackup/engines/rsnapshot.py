@@ -26,7 +26,7 @@ from provbackup.work.backuptime import fix_backup_time
 from provbackup.work.commands import run_command, tail
 from provbackup.work.remove import Budget
 from provbackup.work.rsnapshot import resolve_command
-from provbackup.work.safe import OpenDirectory, open_directory
+from provbackup.work.safe import OpenDirectory, lstat_entry, open_directory
 from provbackup.work.usage import Usage
 
 QUOTA_TIMEOUT = 120.0
@@ -146,6 +146,18 @@ class RsnapshotEngine:
         interval, home = task.interval, task.home
         conf, steps = migrate_layout(task.account, home, task.conf, task.paths)
         steps += prune(task.account, home, conf, Budget(task.config.delete.time_budget))
+        # A higher interval takes the last snapshot of the one before it in the file.
+        # Before that one is there, rsnapshot 1.4 (Debian 12) rotated the interval
+        # without a new .0 and 1.5 (Debian 13) refuses with exit 1: neither is run,
+        # as with the btrfs engine.
+        names = [name for name, _ in conf.retain]
+        if names.index(interval) > 0:
+            lower = names[names.index(interval) - 1]
+            source = f"{lower}.{conf.counts[lower] - 1}"
+            with open_directory(home, ".snapshots") as snapshots:
+                if lstat_entry(snapshots, source) is None:
+                    steps.append(f"{snapshots.path / source} not there yet: no {interval} snapshot")
+                    return steps
         argv = resolve_command(task.config.rsnapshot)
         if argv is None:
             raise WorkError(

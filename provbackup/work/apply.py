@@ -33,7 +33,7 @@ from provbackup.plan import CONF_MODE, QUARANTINE_MODE, AccountPlan
 from provbackup.work import subvolumes
 from provbackup.work.hooks import run_hook
 from provbackup.work.jail import write_account_files
-from provbackup.work.ownership import check_owner, write_record
+from provbackup.work.ownership import OWNER_FILE, check_owner, write_record
 from provbackup.work.remove import Budget
 from provbackup.work.rsnapshot import ConfigTester
 from provbackup.work.safe import (
@@ -232,9 +232,22 @@ def _delete(
 def _remove_account(
     plan: AccountPlan, parent: OpenDirectory, budget: Budget | None, steps: list[str]
 ) -> bool:
-    """Remove the account directory (its btrfs subvolumes first); False when out of time."""
+    """Remove the account directory (its btrfs subvolumes first); False when out of time.
+
+    The ownership record goes last: the remover takes names in directory
+    order, so it could unlink the record before the customer's tree. A run
+    killed then left an unrecorded tree in the live root that the next
+    delete (after reset) judged by its owners alone, and failed with 11
+    whenever those were not the entry's. With the record kept until
+    everything else in ``A`` is gone, a killed removal always leaves
+    either a recorded tree or an empty ``A``, and the next delete finishes it.
+    """
     with open_directory(parent, plan.paths.account.name) as account:
         steps += subvolumes.remove_account_subvolumes(account, plan.account.uid)
+        # A is root's (0755, never the customer's): its few names can be listed.
+        for name in sorted(os.listdir(account.fd)):
+            if name != OWNER_FILE and not remove_tree(account, name, budget):
+                return False
     return remove_tree(parent, plan.paths.account.name, budget)
 
 

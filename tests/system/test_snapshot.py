@@ -102,6 +102,37 @@ def test_runs_accounts_keeping_the_interval_skips_the_rest(tmp_path, ldap_server
     }
 
 
+def test_a_higher_interval_waits_for_the_last_snapshot_of_the_one_below(tmp_path, ldap_server):
+    """daily takes hourly.1 (hourly 2): before it is there, daily is done without a snapshot.
+
+    rsnapshot itself is not run then: 1.4 (Debian 12) would rotate daily.0 to
+    daily.1 with no new daily.0, and 1.5 (Debian 13) exits 1 ("Did not find
+    previous interval max").
+    """
+    setup = write_config(tmp_path, ldap_server)
+    provision(ldap_server, setup, "1000101", intervals={"hourly": 2, "daily": 3})
+    upload(setup.root, "1000101")
+    snapshots = home_of(setup.root, "1000101") / ".snapshots"
+
+    assert run(setup, "snapshot", "hourly").code == 0
+    early = run(setup, "snapshot", "daily")
+    assert early.code == 0, early.out + early.err
+    assert lines_by_uid(early.out) == {"1000101": "done"}
+    assert f"{snapshots / 'hourly.1'} not there yet: no daily snapshot" in early.err
+    assert sorted(os.listdir(snapshots)) == ["hourly.0"]
+
+    assert run(setup, "snapshot", "hourly").code == 0
+    assert sorted(os.listdir(snapshots)) == ["hourly.0", "hourly.1"]
+    first = run(setup, "snapshot", "daily")
+    assert first.code == 0, first.out + first.err
+    assert sorted(os.listdir(snapshots)) == ["daily.0", "hourly.0"]
+    assert (snapshots / "daily.0" / "host1" / "data" / "file.txt").read_bytes() == b"hello"
+    # hourly.1 is gone into daily.0: the next daily leaves daily.0 where it is.
+    again = run(setup, "snapshot", "daily")
+    assert again.code == 0, again.out + again.err
+    assert sorted(os.listdir(snapshots)) == ["daily.0", "hourly.0"]
+
+
 def test_a_failing_account_does_not_stop_the_others(tmp_path, ldap_server):
     setup = write_config(tmp_path, ldap_server)
     provision(ldap_server, setup, "1000011", "1000012", "1000013")

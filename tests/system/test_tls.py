@@ -45,6 +45,17 @@ def wrong_name_server(tmp_path: Path) -> Iterator[tuple[Slapd, Path]]:
 
 
 @pytest.fixture
+def other_address_server(tmp_path: Path) -> Iterator[tuple[Slapd, Path]]:
+    """A slapd on 127.0.0.1 whose trusted certificate is for the address 127.0.0.2 only."""
+    folder = tmp_path / "other-address" / "tls"
+    ca_certificate, ca_key = make_certificate_authority(folder)
+    make_server_certificate(folder, ca_certificate, ca_key, hosts=("127.0.0.2",))
+    with Slapd(tmp_path / "other-address", tls=True) as server:
+        server.add_base()
+        yield server, ca_certificate
+
+
+@pytest.fixture
 def plain_server(tmp_path: Path) -> Iterator[Slapd]:
     """A slapd without any TLS (no certificate, no StartTLS)."""
     with Slapd(tmp_path / "plain") as server:
@@ -126,6 +137,39 @@ def test_a_certificate_for_another_host_name_is_refused(
     assert result.code == 69, result.err
     line = one_error_line(result)
     assert "TLS certificate is for backup-ldap.example, not '127.0.0.1'" in line, line
+
+
+@pytest.mark.parametrize("scheme", ["ldaps", "starttls"])
+def test_the_certificates_dns_name_and_ip_address_are_both_accepted(
+    tmp_path: Path, ldap_server: Slapd, scheme: str
+) -> None:
+    """The session certificate names 127.0.0.1 (an IP entry) and localhost (a DNS entry).
+
+    ldap3's own check knows no IP entries on Python 3.12 and later (Debian 13):
+    provbackup checks the names itself, alike on every Python.
+    """
+    uri = ldap_server.ldaps_uri if scheme == "ldaps" else ldap_server.uri
+    assert uri is not None and "//127.0.0.1:" in uri
+    for spelled in (uri, uri.replace("//127.0.0.1:", "//localhost:")):
+        result = run_process(write_config(tmp_path, ldap_server, uri=spelled), "scan")
+        assert result.code == 0, (spelled, result.err)
+
+
+@pytest.mark.parametrize("scheme", ["ldaps", "starttls"])
+def test_a_certificate_for_another_ip_address_is_refused(
+    tmp_path: Path, other_address_server: tuple[Slapd, Path], scheme: str
+) -> None:
+    server, ca_certificate = other_address_server
+    uri = server.ldaps_uri if scheme == "ldaps" else server.uri
+    setup = write_config(tmp_path, server, uri=uri, ca_file=str(ca_certificate))
+    dn = with_an_entry(server)
+    for command in ("process", "scan"):
+        result = run_process(setup, command)
+        assert result.code == 69, result.err
+        line = one_error_line(result)
+        assert "TLS certificate is for 127.0.0.2, not '127.0.0.1'" in line, line
+        assert "(not retried" in result.err, result.err
+    assert read_entry(server, dn)["sstprovisioningmode"] == ["add"], "nothing was claimed"
 
 
 def test_plain_ldap_is_used_only_where_start_tls_is_turned_off(
