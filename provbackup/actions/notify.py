@@ -253,7 +253,7 @@ def _plan(
     try:
         record = load_record(path, account.uid, account.entry_uuid)
     except RecordError as error:
-        log.error("%s", error)
+        log.error("%s: %s", entry.dn, error)
         report.problems.append(Problem(entry.dn, account.uid, str(error)))
         return None
     dirty = record.added is None

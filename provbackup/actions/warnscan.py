@@ -7,7 +7,8 @@ and its warning attributes are read by
 :func:`provbackup.warnentry.read_warnings`. Each unusable value is one
 row naming the entry, the attribute and the value; where the settings are
 usable but the last attempt to send a warning failed (the record of
-:mod:`provbackup.customer.records` holds its error), that is one row too.
+:mod:`provbackup.customer.records` holds its error), that is one row too,
+and so is a record ``notify`` cannot use.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from provbackup.actions.common import search_named
 from provbackup.config import Config
-from provbackup.customer.records import read_record_quietly
+from provbackup.customer.records import RecordError, load_record, record_path
 from provbackup.entry import LdapEntry, Rules, read_account, read_request
 from provbackup.errors import EntryError
 from provbackup.model import Account, Phase, Verb
@@ -90,15 +91,21 @@ def rows_of(dn: str, uid: str, settings: WarnSettings, config: Config) -> Iterat
     """The rows of one account: each fault, else each recorded failed send.
 
     Takes the entry's DN, the uid, its warning settings and the
-    configuration (where the records are); raises nothing (an unreadable
-    record is logged and shows no row).
+    configuration (where the records are); raises nothing. An unusable
+    record is a row too (attribute ``-``, the file as its value): ``notify``
+    leaves that account alone, so no warning of it goes out.
     """
     for fault in settings.faults:
         yield WarningRow(uid, dn, fault.attribute, fault.value, fault.message)
+    path = record_path(config, uid)
+    try:
+        record = load_record(path, uid, None)
+    except RecordError as error:
+        yield WarningRow(uid, dn, "-", str(path), f"{error}: notify sends this account nothing")
+        return
     if settings.faults or settings.medium is None:
         return
-    record = read_record_quietly(config, uid)
-    for key, state in sorted((record.conditions if record else {}).items()):
+    for key, state in sorted(record.conditions.items()):
         if state.error:
             yield WarningRow(
                 uid, dn, ADDRESS_ATTRIBUTE[settings.medium], settings.address,

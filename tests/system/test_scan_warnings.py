@@ -78,3 +78,18 @@ def test_scan_warnings_shows_a_warning_that_could_not_be_sent(tmp_path, ldap_ser
     )
     assert row["problem"].startswith("schedule:laptop: the last warning was not sent: ")
     assert "Connection refused" in row["problem"]
+
+
+def test_scan_warnings_shows_an_account_whose_record_notify_cannot_use(tmp_path, ldap_server):
+    setup = write_config(tmp_path, ldap_server, mail_section(free_port()) + notify_section())
+    dns = provision(ldap_server, setup, {"2000321": customer("2000321")})
+    records = setup.status_file.parent / "notify"
+    records.mkdir(mode=0o700, exist_ok=True)
+    (records / "2000321.json").write_text("{not json")
+
+    [row] = rows(setup)
+
+    assert (row["uid"], row["dn"], row["attribute"], row["value"]) == (
+        "2000321", dns["2000321"], "-", str(records / "2000321.json")
+    )
+    assert "unusable record" in row["problem"]
