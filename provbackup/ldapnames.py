@@ -25,7 +25,9 @@ def escape(value: str) -> str:
 def normalized_dn(dn: str) -> tuple[tuple[str, str], ...]:
     """Return ``dn`` as comparable (attribute, value) pairs, lower-cased.
 
-    Raises UsageError when ``dn`` is not a valid DN.
+    Takes a DN as typed or sent; returns its components, attribute and
+    value lower-cased and inner white space folded; raises UsageError when
+    ``dn`` is not a valid DN.
     """
     try:
         return tuple(

@@ -301,6 +301,13 @@ def _guard_mass_delete(
     allow_mass_delete: bool,
     record: Callable[[EntryOutcome], None],
 ) -> list[Due]:
+    """Hold back every due delete when there are more than ``[delete] max_per_run``.
+
+    Takes the due entries, the configuration, ``--allow-mass-delete`` and
+    the outcome recorder; returns the entries still to work on (each held
+    delete recorded as failed, with one error line naming the count and
+    the limit); raises nothing.
+    """
     deletes = [item for item in due if item.verb is Verb.DELETE]
     if allow_mass_delete or len(deletes) <= config.delete.max_per_run:
         return due
