@@ -66,6 +66,20 @@ def scan_table(rows: Iterable[Any]) -> str:
     return _tabulate(table, SCAN_HEADERS)
 
 
+WARNING_HEADERS = ["uid", "attribute", "value", "problem", "dn"]
+
+
+def warnings_table(rows: Iterable[Any]) -> str:
+    """The ``scan --warnings`` listing as a table; an empty listing says so.
+
+    Takes the rows (uid, attribute, value, problem, dn); returns the text.
+    """
+    table = [[row.uid, row.attribute, row.value, row.problem, row.dn] for row in rows]
+    if not table:
+        return "no account has a customer-warning problem"
+    return _tabulate(table, WARNING_HEADERS)
+
+
 def write_json_array(items: Iterator[dict[str, Any]], stream: IO[str]) -> int:
     """Write ``items`` as one JSON array, element by element (nothing held in memory).
 
