@@ -100,14 +100,21 @@ class _Timer(threading.Thread):
                 self.exit_codes.append(completed.returncode)
 
 
-def _order_loop(phase: data.Phase, orders: int, written: dict[str, float]) -> None:
-    """Add ``orders`` new accounts as due add requests, at random gaps; note when each was."""
-    gaps = random.Random(34)
+def place_orders(
+    phase: data.Phase, orders: int, written: dict[str, float], *, first_uid: int, seed: int
+) -> None:
+    """Add ``orders`` new accounts as due add requests, at random gaps; note when each was.
+
+    Takes the phase, how many orders, the mapping uid → time written that
+    it fills, the first order's uid and the seed of the gaps (uniform in
+    [1, 5] s); raises RuntimeError when slapd refuses an add.
+    """
+    gaps = random.Random(seed)
     connection = phase.slapd.connection()
     try:
         for index in range(orders):
             time.sleep(gaps.uniform(1.0, 5.0))
-            uid = str(FIRST_ORDER_UID + index)
+            uid = str(first_uid + index)
             dn, attributes = account_entry(
                 uid,
                 base_dn=phase.slapd.accounts_dn,
@@ -120,14 +127,21 @@ def _order_loop(phase: data.Phase, orders: int, written: dict[str, float]) -> No
         connection.unbind()
 
 
-def _watch(phase: data.Phase, orders: int, ready: dict[str, float], deadline: float) -> None:
-    """Search every WATCH_INTERVAL for orders that became ``added``; note when first seen."""
+def watch_ready(
+    phase: data.Phase, orders: int, ready: dict[str, float], deadline: float, *, uid_pattern: str
+) -> None:
+    """Search every WATCH_INTERVAL for orders that became ``added``; note when first seen.
+
+    Takes the phase, how many orders to wait for, the mapping uid → time
+    first seen ``added`` that it fills, the time it gives up and the uid
+    substring pattern of the orders (``70000*``); raises nothing of its own.
+    """
     connection = phase.slapd.connection()
     try:
         while len(ready) < orders and time.time() < deadline:
             connection.search(
                 phase.slapd.accounts_dn,
-                "(&(sstProvisioningMode=added)(uid=70000*))",
+                f"(&(sstProvisioningMode=added)(uid={uid_pattern}))",
                 attributes=["uid"],
             )
             now = time.time()
@@ -136,6 +150,47 @@ def _watch(phase: data.Phase, orders: int, ready: dict[str, float], deadline: fl
             time.sleep(WATCH_INTERVAL)
     finally:
         connection.unbind()
+
+
+def serve_orders(
+    phase: data.Phase, orders: int, *, first_uid: int, seed: int, uid_pattern: str
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Place ``orders`` orders while a watcher thread notes when each became ``added``.
+
+    Takes the phase, how many orders and what :func:`place_orders` and
+    :func:`watch_ready` need; returns (uid → written, uid → ready), the
+    second missing the orders not ready within 20 s each plus 120 s;
+    raises RuntimeError when an add is refused.
+    """
+    written: dict[str, float] = {}
+    ready: dict[str, float] = {}
+    deadline = time.time() + 20 * orders + 120
+    watcher = threading.Thread(
+        target=watch_ready, args=(phase, orders, ready, deadline),
+        kwargs={"uid_pattern": uid_pattern}, daemon=True,
+    )  # fmt: skip
+    watcher.start()
+    place_orders(phase, orders, written, first_uid=first_uid, seed=seed)
+    watcher.join()
+    return written, ready
+
+
+def summary(samples: list[float]) -> dict[str, Any]:
+    """Every sample and its p50, p95 and maximum (seconds, rounded to 0.01)."""
+    return {
+        "samples_seconds": samples,
+        "p50_seconds": round(percentile(samples, 0.50), 2),
+        "p95_seconds": round(percentile(samples, 0.95), 2),
+        "max_seconds": max(samples),
+    }
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of ``pid`` so far (/proc/PID/stat); 0 for no process."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def bench_latency(work: Path, options: Any, command: list[str], environment: dict[str, str],
@@ -156,18 +211,12 @@ def bench_latency(work: Path, options: Any, command: list[str], environment: dic
     process = [*command, "-q", "--config", str(phase.config), "process"]
     try:
         idle = _idle_cost(phase, process, environment, options.latency_idle_runs, period)
-        written: dict[str, float] = {}
-        ready: dict[str, float] = {}
         timer = _Timer(process, environment, period, delay, phase.directory / "timer.log")
         timer.start()
-        watcher = threading.Thread(
-            target=_watch, args=(phase, orders, ready, time.time() + 20 * orders + 120),
-            daemon=True,
-        )  # fmt: skip
-        watcher.start()
         try:
-            _order_loop(phase, orders, written)
-            watcher.join()
+            written, ready = serve_orders(
+                phase, orders, first_uid=FIRST_ORDER_UID, seed=34, uid_pattern="70000*"
+            )
         finally:
             timer.stopping.set()
             timer.join()
@@ -184,32 +233,21 @@ def bench_latency(work: Path, options: Any, command: list[str], environment: dic
         "accounts": options.latency_accounts,
         "orders": orders,
         "runs_during_orders": len(timer.exit_codes),
-        "samples_seconds": samples,
-        "p50_seconds": round(percentile(samples, 0.50), 2),
-        "p95_seconds": round(percentile(samples, 0.95), 2),
-        "max_seconds": max(samples),
+        **summary(samples),
         "idle": idle,
     }
-
-
-def _slapd_cpu_seconds(pid: int | None) -> float:
-    """slapd's user + system CPU seconds so far, from /proc/PID/stat."""
-    if pid is None:
-        return 0.0
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _idle_cost(phase: data.Phase, process: list[str], environment: dict[str, str], runs: int,
                period: float) -> dict[str, Any]:  # fmt: skip
     """CPU seconds of idle runs (each a real process), and per hour at the timer's period."""
     run_measured(process, environment=environment)  # warm caches and bytecode
-    slapd_before = _slapd_cpu_seconds(phase.slapd.pid)
+    slapd_before = cpu_seconds(phase.slapd.pid)
     samples: list[Sample] = [
         run_measured(process, environment=environment, stderr=phase.directory / "idle.err")
         for _ in range(runs)
     ]
-    slapd_per_run = (_slapd_cpu_seconds(phase.slapd.pid) - slapd_before) / runs
+    slapd_per_run = (cpu_seconds(phase.slapd.pid) - slapd_before) / runs
     cpu = sorted(sample.cpu_seconds for sample in samples)
     mean = sum(cpu) / len(cpu)
     runs_per_hour = 3600 / period

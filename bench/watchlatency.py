@@ -14,8 +14,6 @@ and classify, no batch) give its RSS before and after.
 
 from __future__ import annotations
 
-import os
-import random
 import subprocess
 import threading
 import time
@@ -25,22 +23,13 @@ from typing import Any
 import ldap3
 
 from bench import data
-from bench.latency import _Timer, percentile, timer_settings
+from bench.latency import _Timer, cpu_seconds, serve_orders, summary, timer_settings
 from sandbox import account_entry, jailkit_home_directory
 
 FIRST_UID = 7_100_000
 SCHEDULED_UID = 7_900_000
 SCHEDULED_ENTRIES = 100
 EVENTS = 10_000
-POLL = 0.1
-
-
-def _cpu_seconds(pid: int | None) -> float:
-    """User + system CPU seconds of ``pid`` so far (/proc/PID/stat)."""
-    if pid is None:
-        return 0.0
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _rss_mb(pid: int) -> float:
@@ -51,63 +40,12 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
-def _orders(phase: data.Phase, orders: int, written: dict[str, float], seed: int) -> None:
-    gaps = random.Random(seed)
-    connection = phase.slapd.connection()
-    try:
-        for index in range(orders):
-            time.sleep(gaps.uniform(1.0, 5.0))
-            uid = str(FIRST_UID + index)
-            dn, attributes = account_entry(
-                uid,
-                base_dn=phase.slapd.accounts_dn,
-                home_directory=jailkit_home_directory(phase.root, uid),
-            )
-            if not connection.add(dn, attributes=attributes):
-                raise RuntimeError(f"adding order {dn} failed: {connection.result}")
-            written[uid] = time.time()
-    finally:
-        connection.unbind()
-
-
-def _ready(phase: data.Phase, orders: int, ready: dict[str, float], deadline: float) -> None:
-    connection = phase.slapd.connection()
-    try:
-        while len(ready) < orders and time.time() < deadline:
-            connection.search(
-                phase.slapd.accounts_dn,
-                "(&(sstProvisioningMode=added)(uid=71*))",
-                attributes=["uid"],
-            )
-            now = time.time()
-            for entry in connection.entries:
-                ready.setdefault(str(entry.uid), now)
-            time.sleep(POLL)
-    finally:
-        connection.unbind()
-
-
 def _serve_orders(phase: data.Phase, orders: int, seed: int) -> list[float]:
-    written: dict[str, float] = {}
-    ready: dict[str, float] = {}
-    watcher = threading.Thread(
-        target=_ready, daemon=True, args=(phase, orders, ready, time.time() + 20 * orders + 120)
-    )
-    watcher.start()
-    _orders(phase, orders, written, seed)
-    watcher.join()
+    """Each order's seconds from written to ``added``; RuntimeError when one is not ready."""
+    written, ready = serve_orders(phase, orders, first_uid=FIRST_UID, seed=seed, uid_pattern="71*")
     if set(ready) != set(written):
         raise RuntimeError(f"{phase.name}: {len(ready)}/{len(written)} orders ready")
     return [round(ready[uid] - written[uid], 2) for uid in sorted(written)]
-
-
-def _summary(samples: list[float]) -> dict[str, Any]:
-    return {
-        "samples_seconds": samples,
-        "p50_seconds": round(percentile(samples, 0.50), 2),
-        "p95_seconds": round(percentile(samples, 0.95), 2),
-        "max_seconds": max(samples),
-    }
 
 
 def _events(phase: data.Phase, follower: subprocess.Popen[bytes]) -> dict[str, Any]:
@@ -127,16 +65,16 @@ def _events(phase: data.Phase, follower: subprocess.Popen[bytes]) -> dict[str, A
             dns.append(dn)
         time.sleep(2)
         before = _rss_mb(follower.pid)
-        cpu_before = _cpu_seconds(follower.pid)
+        cpu_before = cpu_seconds(follower.pid)
         for number in range(EVENTS):
             connection.modify(
                 dns[number % len(dns)],
                 {"sstQuota": [(ldap3.MODIFY_REPLACE, [str(2**30 + number)])]},
             )
-        settled = _cpu_seconds(follower.pid)
+        settled = cpu_seconds(follower.pid)
         while True:  # the follower has read everything when its CPU stops growing
             time.sleep(2)
-            now = _cpu_seconds(follower.pid)
+            now = cpu_seconds(follower.pid)
             if now - settled < 0.02:
                 break
             settled = now
@@ -208,10 +146,10 @@ def bench_watch_latency(
         rss_orders = _rss_mb(follower.pid)
         seconds = options.watch_idle_seconds
         progress(f"latency --watch: idle follower for {seconds} s")
-        cpu, slapd_cpu = _cpu_seconds(follower.pid), _cpu_seconds(followed.slapd.pid)
+        cpu, slapd_cpu = cpu_seconds(follower.pid), cpu_seconds(followed.slapd.pid)
         time.sleep(seconds)
-        cpu = _cpu_seconds(follower.pid) - cpu
-        slapd_cpu = _cpu_seconds(followed.slapd.pid) - slapd_cpu
+        cpu = cpu_seconds(follower.pid) - cpu
+        slapd_cpu = cpu_seconds(followed.slapd.pid) - slapd_cpu
         progress(f"latency --watch: {EVENTS} events")
         events = _events(followed, follower)
     finally:
@@ -229,9 +167,9 @@ def bench_watch_latency(
             "randomized_delay_seconds": delay,
             "runs_during_orders": len(timer.exit_codes),
             "exit_codes": sorted(set(timer.exit_codes)),
-            **_summary(results["timer"]),
+            **summary(results["timer"]),
         },
-        "watch": _summary(results["watch"]),
+        "watch": summary(results["watch"]),
         "watch_idle": {
             "seconds": seconds,
             "cpu_seconds": round(cpu, 3),

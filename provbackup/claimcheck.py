@@ -20,6 +20,7 @@ import dataclasses
 import logging
 import time
 
+from provbackup.closing import Closing
 from provbackup.config import Config
 from provbackup.directory import LdapDirectory, connect
 from provbackup.errors import LdapUnavailableError
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 0.005
 
 
-class ClaimVerifier:
+class ClaimVerifier(Closing):
     """Connections to the claim providers other than ``writer_uri``; use as a context manager."""
 
     def __init__(self, config: Config, writer_uri: str) -> None:
@@ -48,10 +49,8 @@ class ClaimVerifier:
                 log.warning("claim provider %s is down, claims are not read back from it: %s",
                             uri, error)  # fmt: skip
 
-    def __enter__(self) -> ClaimVerifier:
-        return self
-
-    def __exit__(self, *exception: object) -> None:
+    def close(self) -> None:
+        """Close the connection to every peer (twice is harmless)."""
         for peer in self.peers:
             peer.close()
 

@@ -18,13 +18,13 @@ from dataclasses import dataclass
 
 import ldap3
 from ldap3.core import exceptions as ldap_exceptions
-from ldap3.utils.conv import escape_filter_chars
-from ldap3.utils.dn import parse_dn
 
+from provbackup.closing import Closing
 from provbackup.config import LdapConfig
 from provbackup.entry import READ_ATTRIBUTES, LdapEntry
-from provbackup.errors import BaseDnMissingError, LdapUnavailableError, UsageError
+from provbackup.errors import BaseDnMissingError, LdapUnavailableError
 from provbackup.ldapconnect import BindRefused, ConnectFailed, open_connection
+from provbackup.ldapnames import is_below
 from provbackup.model import MODE, RETURN_VALUE, STATE, Changes, Operation
 
 log = logging.getLogger(__name__)
@@ -42,31 +42,6 @@ _OPERATIONS = {
 }
 
 
-def escape(value: str) -> str:
-    """Escape ``value`` for use inside an LDAP filter (RFC 4515)."""
-    return escape_filter_chars(value)
-
-
-def normalized_dn(dn: str) -> tuple[tuple[str, str], ...]:
-    """Return ``dn`` as comparable (attribute, value) pairs, lower-cased.
-
-    Raises UsageError when ``dn`` is not a valid DN.
-    """
-    try:
-        return tuple(
-            (attribute.lower(), " ".join(value.lower().split()))
-            for attribute, value, _ in parse_dn(dn, escape=False, strip=True)
-        )
-    except Exception:
-        raise UsageError(f"not a valid DN: {dn!r}") from None
-
-
-def is_below(dn: str, base_dn: str) -> bool:
-    """Tell whether ``dn`` is ``base_dn`` or lies below it."""
-    child, base = normalized_dn(dn), normalized_dn(base_dn)
-    return len(child) >= len(base) and child[len(child) - len(base) :] == base
-
-
 @dataclass
 class ModifyResult:
     """What the server answered to a modify: ``ok`` or the result code and message."""
@@ -81,7 +56,7 @@ class ModifyResult:
         return self.code in (NO_SUCH_ATTRIBUTE, NO_SUCH_OBJECT)
 
 
-class LdapDirectory:
+class LdapDirectory(Closing):
     """A bound connection to one of the configured servers.
 
     Counts searches, returned entries and modifies so a run can report the
@@ -107,12 +82,6 @@ class LdapDirectory:
             self.connection.unbind()
         except Exception:  # the connection may be gone already
             log.debug("unbind failed", exc_info=True)
-
-    def __enter__(self) -> LdapDirectory:
-        return self
-
-    def __exit__(self, *exception: object) -> None:
-        self.close()
 
     def search(
         self,

@@ -7,7 +7,7 @@ server cannot compare dates.
 
 from __future__ import annotations
 
-from provbackup.directory import escape
+from provbackup.ldapnames import escape
 from provbackup.model import MODE, STATE, Verb
 
 

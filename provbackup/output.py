@@ -66,6 +66,20 @@ def scan_table(rows: Iterable[Any]) -> str:
     return _tabulate(table, SCAN_HEADERS)
 
 
+WARNING_HEADERS = ["uid", "attribute", "value", "problem", "dn"]
+
+
+def warnings_table(rows: Iterable[Any]) -> str:
+    """The ``scan --warnings`` listing as a table; an empty listing says so.
+
+    Takes the rows (uid, attribute, value, problem, dn); returns the text.
+    """
+    table = [[row.uid, row.attribute, row.value, row.problem, row.dn] for row in rows]
+    if not table:
+        return "no account has a customer-warning problem"
+    return _tabulate(table, WARNING_HEADERS)
+
+
 def write_json_array(items: Iterator[dict[str, Any]], stream: IO[str]) -> int:
     """Write ``items`` as one JSON array, element by element (nothing held in memory).
 
@@ -181,3 +195,18 @@ class Progress:
             self.stream.write("\r\033[K")
             self.stream.flush()
             self.shown = False
+
+
+MIGRATION_HEADERS = ["uid", "outcome", "layout", "snapshots", "quota", "what"]
+
+
+def migration_table(results: Iterable[Any]) -> str:
+    """``migrate-engine``'s accounts as a table (the plan, with ``--dry-run``)."""
+    rows = [
+        [item.uid, item.outcome, item.layout, " ".join(item.snapshots) or "-",
+         "none" if item.quota is None else item.quota, item.message]
+        for item in results
+    ]  # fmt: skip
+    if not rows:
+        return "no accounts on the backup root"
+    return _tabulate(rows, MIGRATION_HEADERS)

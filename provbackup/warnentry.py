@@ -4,8 +4,8 @@ What ``notify`` needs of an account entry beyond what :mod:`provbackup.entry`
 reads for the work: the stoney ``sstBackup`` warning attributes, the
 addresses, the language and the figures the snapshot runner wrote back.
 :func:`read_warnings` never raises: every unusable value becomes one reason
-in ``WarnSettings.problems`` (naming attribute and value, shown by ``show``
-and ``notify --dry-run``) and the criterion it feeds is off. An address is
+in ``WarnSettings.faults`` (naming attribute and value, shown by ``show``,
+``notify --dry-run`` and ``scan --warnings``) and the criterion it feeds is off. An address is
 used only when it is exactly one well-formed address: a value with CR/LF,
 several addresses or 5,000 characters is a reason, never a mail elsewhere.
 """
@@ -54,6 +54,15 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
+class WarnFault:
+    """One unusable warning attribute: its name, the value as shown (None: missing), why."""
+
+    attribute: str
+    value: str | None
+    message: str  # the whole reason, "attribute: 'value': why", as show and notify say it
+
+
+@dataclass(frozen=True)
 class WarnSettings:
     """An account's warning settings and figures, validated.
 
@@ -63,7 +72,8 @@ class WarnSettings:
     where the warning goes (None: nowhere, see ``problems``); ``language``:
     the primary tag of preferredLanguage when well-formed; ``last_backups``:
     (client host, UTC time) per host; ``used_bytes``: sstBackupSize +
-    sstIncrementSize, None when either is missing.
+    sstIncrementSize, None when either is missing; ``faults``: every
+    unusable value.
     """
 
     schedule_on: bool = False
@@ -76,18 +86,28 @@ class WarnSettings:
     language: str | None = None
     last_backups: tuple[tuple[str, datetime], ...] = ()
     used_bytes: int | None = None
-    problems: tuple[str, ...] = ()
+    faults: tuple[WarnFault, ...] = ()
+
+    @property
+    def problems(self) -> tuple[str, ...]:
+        """Each fault's message, in the order read."""
+        return tuple(fault.message for fault in self.faults)
 
 
 def read_warnings(entry: LdapEntry) -> WarnSettings:
-    """Read the warning attributes of ``entry``; never raises (see the module docstring)."""
-    problems: list[str] = []
+    """Read the warning attributes of ``entry``; never raises (see the module docstring).
+
+    Takes the entry; returns its :class:`WarnSettings`, each unusable value
+    one :class:`WarnFault` and the criterion it feeds off.
+    """
+    problems: list[WarnFault] = []
 
     def attempt(function: Callable[..., T], *arguments: object) -> T | None:
         try:
             return function(*arguments)
         except InvalidEntryError as error:
-            problems.append(str(error))
+            value = None if error.value is None else str(error.value)
+            problems.append(WarnFault(error.attribute or "", value, str(error)))
             return None
 
     selected = attempt(_selected, entry)
@@ -116,7 +136,7 @@ def read_warnings(entry: LdapEntry) -> WarnSettings:
         language=_language(entry),
         last_backups=hosts,
         used_bytes=None if size is None or increment is None else size + increment,
-        problems=tuple(problems),
+        faults=tuple(problems),
     )
 
 
@@ -217,7 +237,9 @@ def _language(entry: LdapEntry) -> str | None:
     return first if LANGUAGE.fullmatch(first) else None
 
 
-def _last_backups(entry: LdapEntry, problems: list[str]) -> tuple[tuple[str, datetime], ...]:
+def _last_backups(
+    entry: LdapEntry, problems: list[WarnFault]
+) -> tuple[tuple[str, datetime], ...]:
     hosts: dict[str, datetime] = {}
     for value in entry.values("sstBackupLastSuccessfulBackup"):
         if value == "0":
@@ -225,10 +247,9 @@ def _last_backups(entry: LdapEntry, problems: list[str]) -> tuple[tuple[str, dat
         host, _, when = value.rpartition(":")
         moment = parse_timestamp(when)
         if not HOST_NAME.fullmatch(host) or moment is None:
-            problems.append(
-                f"sstBackupLastSuccessfulBackup: {shown(value)!r}: expected 0 or "
-                "host:YYYYMMDDThhmmssZ (value ignored)"
-            )
+            name = "sstBackupLastSuccessfulBackup"
+            problems.append(WarnFault(name, shown(value), f"{name}: {shown(value)!r}: expected 0 "
+                                      "or host:YYYYMMDDThhmmssZ (value ignored)"))  # fmt: skip
             continue
         key, moment = host.lower(), moment.replace(tzinfo=UTC)
         hosts[key] = max(moment, hosts.get(key, moment))

@@ -6,10 +6,11 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
 
 from provbackup.config import Config
-from provbackup.directory import LdapDirectory, escape, is_below
+from provbackup.directory import LdapDirectory
 from provbackup.entry import LdapEntry
 from provbackup.errors import NotFoundError, UsageError
 from provbackup.filters import account_filter
+from provbackup.ldapnames import escape, is_below
 
 Clock = Callable[[], datetime]
 

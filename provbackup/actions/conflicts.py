@@ -21,8 +21,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 from provbackup.actions.entrywork import Due
-from provbackup.directory import LdapDirectory, escape, normalized_dn
+from provbackup.directory import LdapDirectory
 from provbackup.errors import UnsafePathError
+from provbackup.ldapnames import escape, normalized_dn
 
 log = logging.getLogger(__name__)
 

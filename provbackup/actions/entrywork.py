@@ -21,6 +21,7 @@ from provbackup import locality, state, work
 from provbackup.accountlock import AccountBusyError, account_lock, account_lock_path
 from provbackup.actions.common import Clock
 from provbackup.claimcheck import ClaimVerifier
+from provbackup.closing import Closing
 from provbackup.config import Config
 from provbackup.directory import LdapDirectory, ModifyResult
 from provbackup.entry import LdapEntry
@@ -114,7 +115,7 @@ class LostWhileRecording(_Lost):
         )
 
 
-class EntryWorker:
+class EntryWorker(Closing):
     """Claims, works on and writes back one due entry at a time, for one run.
 
     Takes the configuration, the bound directory, ``dry_run``, the run's
@@ -143,13 +144,11 @@ class EntryWorker:
         self.clock = clock
         self.session = work.WorkSession(config)
 
-    def __enter__(self) -> EntryWorker:
-        return self
-
-    def __exit__(self, *exception: object) -> None:
+    def close(self) -> None:
+        """Close the run's work session and the claim verifier's connections."""
         self.session.close()
         if self.verifier is not None:
-            self.verifier.__exit__()
+            self.verifier.close()
 
     def handle(self, item: Due) -> EntryOutcome:
         """Do one entry; returns its outcome.

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from provbackup.actions.common import search_named
+from provbackup.actions.warnscan import warned_account
 from provbackup.config import Config
 from provbackup.customer.records import RecordError, load_record, record_path
 from provbackup.customer.rules import Facts, decide
@@ -38,7 +39,7 @@ from provbackup.customer.step import (
     carry_out,
 )
 from provbackup.customer.templates import load_templates
-from provbackup.entry import LdapEntry, Rules, read_account, read_request
+from provbackup.entry import LdapEntry, Rules, read_request
 from provbackup.errors import (
     EXIT_ENTRIES_FAILED,
     EXIT_OK,
@@ -46,7 +47,7 @@ from provbackup.errors import (
     ConfigError,
     EntryError,
 )
-from provbackup.model import Phase, Verb, parse_timestamp
+from provbackup.model import Verb, parse_timestamp
 from provbackup.warnentry import read_warnings
 
 log = logging.getLogger(__name__)
@@ -241,16 +242,10 @@ def _plan(
     report: NotifyReport,
 ) -> Planned | None:
     """One entry through the gates and the rules; None when it is not an active account here."""
+    account = warned_account(entry, config, rules)
+    if account is None or account.uid not in here:
+        return None
     request = read_request(entry, config.ldap.date_attribute)
-    if request.phase is not Phase.DONE or request.verb is Verb.DELETE:
-        return None
-    try:
-        account = read_account(entry, Verb.MODIFY, rules)
-    except EntryError as error:
-        log.debug("%s: not an account notify can read: %s", entry.dn, error)
-        return None
-    if not account.active or account.uid not in here:
-        return None
     settings = read_warnings(entry)
     if settings.problems:
         report.reasons[account.uid] = list(settings.problems)
@@ -258,7 +253,7 @@ def _plan(
     try:
         record = load_record(path, account.uid, account.entry_uuid)
     except RecordError as error:
-        log.error("%s", error)
+        log.error("%s: %s", entry.dn, error)
         report.problems.append(Problem(entry.dn, account.uid, str(error)))
         return None
     dirty = record.added is None

@@ -52,6 +52,24 @@ class ProcessOptions:
     allow_mass_delete: bool = False
 
 
+@dataclass(frozen=True)
+class _Selection:
+    """What choosing a run's due entries reads and writes, bundled once per run.
+
+    ``directory`` is searched, ``rules`` is the gate's, ``clock`` says what
+    day it is, ``worker`` records invalid requests and ``record`` takes
+    the outcome of every entry held back.
+    """
+
+    directory: LdapDirectory
+    config: Config
+    options: ProcessOptions
+    rules: Rules
+    clock: Clock
+    worker: EntryWorker
+    record: Callable[[EntryOutcome], None]
+
+
 def process(
     config: Config,
     options: ProcessOptions,
@@ -91,7 +109,7 @@ def process(
         try:
             check_root(config, dry_run=options.dry_run)
             check_quota_command(config, dry_run=options.dry_run)
-            due = _due(directory, config, options, rules, clock, worker, record)
+            due = _due(_Selection(directory, config, options, rules, clock, worker, record))
             if on_selected is not None:
                 on_selected(len(due))
             _work_on(due, worker, report, record, stop_requested)
@@ -108,20 +126,17 @@ def process(
     return report
 
 
-def _due(
-    directory: LdapDirectory,
-    config: Config,
-    options: ProcessOptions,
-    rules: Rules,
-    clock: Clock,
-    worker: EntryWorker,
-    record: Callable[[EntryOutcome], None],
-) -> list[Due]:
+def _due(run: _Selection) -> list[Due]:
     """The entries this run works on: selected, held by this server, mass deletes held
-    back, ``--limit`` applied."""
-    due = _select(directory, config, options, rules, clock, worker, record)
-    due = keep_held(due, config, record)  # many servers: only what this one holds
-    due = _guard_mass_delete(due, config, options.allow_mass_delete, record)
+    back, ``--limit`` applied.
+
+    Takes the run's selection; returns the entries in order; raises
+    LdapUnavailableError (69) when LDAP goes away.
+    """
+    options = run.options
+    due = _select(run)
+    due = keep_held(due, run.config, run.record)  # many servers: only what this one holds
+    due = _guard_mass_delete(due, run.config, options.allow_mass_delete, run.record)
     if options.limit is not None and len(due) > options.limit:
         log.info(
             "--limit %d: %d due entries left for a later run",
@@ -215,17 +230,16 @@ def check_quota_command(config: Config, *, dry_run: bool = False) -> None:
         )
 
 
-def _select(
-    directory: LdapDirectory,
-    config: Config,
-    options: ProcessOptions,
-    rules: Rules,
-    clock: Clock,
-    worker: EntryWorker,
-    record: Callable[[EntryOutcome], None],
-) -> list[Due]:
-    """Read the candidate entries through the gate; keep the due ones, report invalid ones."""
-    today = local_today(clock)
+def _select(run: _Selection) -> list[Due]:
+    """Read the candidate entries through the gate; keep the due ones, report invalid ones.
+
+    Takes the run's selection; returns the due entries (each with its
+    Account, or the gate's problem); raises NotFoundError (1) when
+    ``--dn``/``--uid`` names no provisioned entry, LdapUnavailableError
+    (69) when LDAP goes away.
+    """
+    directory, config, options = run.directory, run.config, run.options
+    today = local_today(run.clock)
     due: list[Due] = []
     entries = search_named(
         directory,
@@ -245,7 +259,7 @@ def _select(
         elif state.is_due(status):
             assert request.verb is not None
             try:
-                account = read_account(entry, request.verb, rules)
+                account = read_account(entry, request.verb, run.rules)
             except EntryError as problem:
                 due.append(Due(entry, request, request.verb, None, problem))
             else:
@@ -257,9 +271,9 @@ def _select(
     # Recorded after the search: a modify in the middle of a paged search would
     # have its result taken for the search's.
     for entry, request in invalid:
-        outcome = worker.report_invalid(entry, request)
+        outcome = run.worker.report_invalid(entry, request)
         if outcome is not None:
-            record(outcome)
+            run.record(outcome)
     # One search for the whole batch: a uid or gidNumber another entry holds fails (11).
     return refuse_shared_ids(directory, due) if due else due
 
@@ -287,6 +301,13 @@ def _guard_mass_delete(
     allow_mass_delete: bool,
     record: Callable[[EntryOutcome], None],
 ) -> list[Due]:
+    """Hold back every due delete when there are more than ``[delete] max_per_run``.
+
+    Takes the due entries, the configuration, ``--allow-mass-delete`` and
+    the outcome recorder; returns the entries still to work on (each held
+    delete recorded as failed, with one error line naming the count and
+    the limit); raises nothing.
+    """
     deletes = [item for item in due if item.verb is Verb.DELETE]
     if allow_mass_delete or len(deletes) <= config.delete.max_per_run:
         return due

@@ -17,8 +17,9 @@ import logging
 
 from provbackup.actions.verdict import CheckResult, CheckState
 from provbackup.config import Config
-from provbackup.directory import connect, escape
+from provbackup.directory import connect
 from provbackup.errors import ProvbackupError
+from provbackup.ldapnames import escape
 from provbackup.locality import server_name
 from provbackup.model import MODE
 

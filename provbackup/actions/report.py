@@ -1,5 +1,5 @@
 """What a ``process`` run reports: each entry's outcome (:mod:`provbackup.outcomes`), the counts,
-the status document."""
+the status document; :class:`RunRecord`, what every run's report has (``snapshot``'s too)."""
 
 from __future__ import annotations
 
@@ -13,18 +13,46 @@ from provbackup.model import Outcome
 from provbackup.outcomes import EntryOutcome
 
 
-@dataclass
-class RunReport:
-    """The result of one run: every entry's outcome, the exit code, the LDAP cost."""
+@dataclass(kw_only=True)
+class RunRecord:
+    """What every run's report has: when it ran, whether dry, how it ended.
+
+    The base of :class:`RunReport` and ``SnapshotReport``; its fields are
+    given by keyword.
+    """
 
     started: datetime
     dry_run: bool
-    outcomes: list[EntryOutcome] = field(default_factory=list)
     finished: datetime | None = None
     exit_code: int = EXIT_OK
     error: str | None = None
-    ldap: dict[str, int] = field(default_factory=dict)
     stopped_by_signal: str | None = None
+
+    def status_head(self, command: str, hostname: str) -> dict[str, Any]:
+        """The status document's first keys, the same for every command.
+
+        Takes the command's name and this host's; returns command,
+        hostname, pid, started, finished (``started`` until set),
+        exit_code, error and stopped_by_signal; raises nothing.
+        """
+        return {
+            "command": command,
+            "hostname": hostname,
+            "pid": os.getpid(),
+            "started": self.started.isoformat(),
+            "finished": (self.finished or self.started).isoformat(),
+            "exit_code": self.exit_code,
+            "error": self.error,
+            "stopped_by_signal": self.stopped_by_signal,
+        }
+
+
+@dataclass(kw_only=True)
+class RunReport(RunRecord):
+    """The result of one run: every entry's outcome, the exit code, the LDAP cost."""
+
+    outcomes: list[EntryOutcome] = field(default_factory=list)
+    ldap: dict[str, int] = field(default_factory=dict)
     # The quarantine purge after the entries: trees removed, failed (with why), left.
     purge: dict[str, object] = field(default_factory=dict)
 
@@ -56,14 +84,7 @@ class RunReport:
         """The status-file document of this run."""
         counted = (Outcome.DONE, Outcome.FAILED, Outcome.SKIPPED, Outcome.INTERRUPTED)
         return {
-            "command": "process",
-            "hostname": hostname,
-            "pid": os.getpid(),
-            "started": self.started.isoformat(),
-            "finished": (self.finished or self.started).isoformat(),
-            "exit_code": self.exit_code,
-            "error": self.error,
-            "stopped_by_signal": self.stopped_by_signal,
+            **self.status_head("process", hostname),
             "purge": self.purge,
             "counts": {outcome.value: self.count(outcome) for outcome in counted},
             "ldap": self.ldap,

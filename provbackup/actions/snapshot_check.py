@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from provbackup.config import INTERVALS, Config
 from provbackup.engines import select_engine
+from provbackup.engines.migration import layout_of
+from provbackup.engines.migration_check import layout_warnings
 from provbackup.errors import (
     EXIT_CONFIG,
     EXIT_ENTRIES_FAILED,
@@ -63,11 +66,16 @@ class SnapshotFacts:
         return parts + self.warnings + self.notes
 
 
-def stale_accounts(config: Config, now: datetime) -> tuple[int, list[str]]:
+def stale_accounts(
+    config: Config, now: datetime, layouts: Counter[str] | None = None
+) -> tuple[int, list[str]]:
     """Return (accounts checked, uids of stale active accounts); see the module docstring.
 
     An account whose configuration cannot be read counts as stale (its
-    snapshots cannot be running). Raises WorkError when the root is missing.
+    snapshots cannot be running). ``layouts`` counts, when given, the
+    accounts by engine layout (``incoming/`` a plain directory: rsnapshot;
+    a subvolume: btrfs; one lstat each). Raises WorkError when the root is
+    missing.
     """
     slack = config.snapshot.stale_slack
     moment = now.timestamp()
@@ -77,6 +85,8 @@ def stale_accounts(config: Config, now: datetime) -> tuple[int, list[str]]:
         try:
             with open_account(paths) as (account, home):
                 conf = read_conf(account, paths)
+                if layouts is not None:
+                    layouts[layout_of(home)] += 1
                 reference = os.stat("rsnapshot.conf", dir_fd=account.fd).st_mtime
                 with open_directory(home, ".snapshots") as snapshots:
                     for name in os.listdir(snapshots.fd):
@@ -140,8 +150,9 @@ def gather(config: Config, now: datetime) -> SnapshotFacts:
     from provbackup.status import read_status
 
     facts = SnapshotFacts()
+    layouts: Counter[str] = Counter()
     try:
-        facts.checked, facts.stale = stale_accounts(config, now)
+        facts.checked, facts.stale = stale_accounts(config, now, layouts)
     except EntryError as error:
         # A missing root fails every run too (exit 78 in their status files: CRITICAL).
         facts.warnings.append(f"cannot check snapshots: {error}")
@@ -152,4 +163,5 @@ def gather(config: Config, now: datetime) -> SnapshotFacts:
     facts.problems += problems
     facts.warnings += warnings
     facts.notes += notes
+    facts.warnings += layout_warnings(layouts, select_engine(config).name)
     return facts

@@ -7,14 +7,13 @@ the failure mail lists.
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from provbackup.actions.report import RunRecord
 from provbackup.actions.snapshot_account import BUSY, DONE, FAILED, SKIPPED, WOULD, AccountResult
-from provbackup.errors import EXIT_CONFIG, EXIT_LDAP_UNAVAILABLE, EXIT_OK
+from provbackup.errors import EXIT_CONFIG, EXIT_LDAP_UNAVAILABLE
 
 if TYPE_CHECKING:
     from provbackup.config import Config
@@ -41,22 +40,16 @@ def status_path(config: Config, interval: str) -> Path:
     return run_files(config, command_name(interval)).status
 
 
-@dataclass
-class SnapshotReport:
+@dataclass(kw_only=True)
+class SnapshotReport(RunRecord):
     """One snapshot run: every account's result (compact), the exit code, usage write-back."""
 
     interval: str
-    started: datetime
-    dry_run: bool
     results: list[AccountResult] = field(default_factory=list)
-    finished: datetime | None = None
-    exit_code: int = EXIT_OK
-    error: str | None = None
     usage_written: int = 0
     usage_refused: int = 0
     ldap_error: str | None = None
     ldap_exit_code: int = EXIT_LDAP_UNAVAILABLE
-    stopped_by_signal: str | None = None
     advice: tuple[str, ...] = ADVICE
 
     def count(self, outcome: str) -> int:
@@ -95,16 +88,9 @@ class SnapshotReport:
     def to_status(self, hostname: str) -> dict[str, object]:
         """The status-file document of this run."""
         return {
-            "command": "snapshot",
+            **self.status_head("snapshot", hostname),
             "interval": self.interval,
-            "hostname": hostname,
-            "pid": os.getpid(),
-            "started": self.started.isoformat(),
-            "finished": (self.finished or self.started).isoformat(),
-            "exit_code": self.exit_code,
-            "error": self.error,
             "ldap_error": self.ldap_error,
-            "stopped_by_signal": self.stopped_by_signal,
             "counts": {name: self.count(name) for name in OUTCOMES},
             "usage": {"written": self.usage_written, "refused": self.usage_refused},
             "accounts": [

@@ -2,6 +2,7 @@
 
 from provbackup.cli.check import check_command
 from provbackup.cli.jail import jail_template_command
+from provbackup.cli.migrate_engine import migrate_engine_command
 from provbackup.cli.notify import notify_command
 from provbackup.cli.process import process_command
 from provbackup.cli.reset import reset_command
@@ -20,4 +21,5 @@ commands = [
     jail_template_command,
     watch_command,
     notify_command,
+    migrate_engine_command,
 ]

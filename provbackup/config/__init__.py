@@ -1,6 +1,7 @@
-"""The configuration: one declaration per key (sections.py), converters (values.py),
-the reader (load.py). Import everything from here."""
+"""The configuration: one declaration per key (sections.py, made with declare.py),
+converters (values.py), the reader (load.py). Import everything from here."""
 
+from provbackup.config.declare import Key, Setting
 from provbackup.config.load import (
     CONFIG_ENVIRONMENT_VARIABLE,
     DEFAULT_CONFIG_PATH,
@@ -16,7 +17,6 @@ from provbackup.config.sections import (
     DeleteConfig,
     HooksConfig,
     JailConfig,
-    Key,
     LdapConfig,
     LogConfig,
     MailConfig,
@@ -24,7 +24,6 @@ from provbackup.config.sections import (
     QuotaConfig,
     RsnapshotConfig,
     RunConfig,
-    Setting,
     SnapshotConfig,
     WatchConfig,
     declared_keys,

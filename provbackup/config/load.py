@@ -16,7 +16,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from provbackup.config.sections import SECTIONS, Config, Key, declared_keys, known_keys
+from provbackup.config.declare import Key
+from provbackup.config.sections import SECTIONS, Config, declared_keys, known_keys
 from provbackup.config.values import suggest
 from provbackup.errors import ConfigError
 

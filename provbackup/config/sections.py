@@ -1,69 +1,26 @@
 """Every configuration key, declared once: its section, name, type, default and doc.
 
 Each section is a frozen dataclass; each field is declared with
-:func:`setting`, which records how its INI key is converted and what it
-means. The reader (:mod:`provbackup.config.load`), the unknown-key check
-and the man-page test all derive from :data:`SECTIONS`; adding a key is
-adding one field here (plus its man page entry and sample line).
+:func:`~provbackup.config.declare.setting` (or ``secret``), which records
+how its INI key is converted and what it means (the machinery is in
+:mod:`provbackup.config.declare`). The reader (:mod:`provbackup.config.load`),
+the unknown-key check and the man-page test all derive from :data:`SECTIONS`;
+adding a key is adding one field here (plus its man page entry and sample line).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
 
 from provbackup.config import values as v
-
-T = TypeVar("T")
+from provbackup.config.declare import Key, Setting, keys_of, secret, setting
 
 HOOK_NAMES = tuple(
     f"{when}_{verb}" for verb in ("add", "modify", "delete") for when in ("pre", "post")
 )
-
-
-@dataclass(frozen=True)
-class Setting:
-    """How one field is read from the INI file.
-
-    ``key`` is the INI key ("" means the field's name); ``convert`` turns
-    its text into the value; ``required`` makes a missing key an error;
-    ``file_key`` names a second key holding the path of a file the secret
-    is read from; ``each_of`` makes the field a mapping with one INI key
-    per name (the ``[hooks]`` commands).
-    """
-
-    convert: Callable[[str], Any]
-    doc: str
-    key: str = ""
-    required: bool = False
-    file_key: str | None = None
-    each_of: tuple[str, ...] = ()
-
-
-def setting(
-    default: T,
-    convert: Callable[[str], Any],
-    doc: str,
-    *,
-    key: str = "",
-    required: bool = False,
-    file_key: str | None = None,
-) -> T:
-    """Declare a configuration field: its default, converter and meaning (see Setting)."""
-    declared = Setting(convert, doc, key=key, required=required, file_key=file_key)
-    result: T = field(default=default, metadata={"setting": declared})
-    return result
-
-
-def secret(doc: str, *, key: str = "", file_key: str) -> str | None:
-    """Declare a password: given inline under ``key`` or read from the file ``file_key`` names."""
-    declared = Setting(v.text, doc, key=key, file_key=file_key)
-    result: str | None = field(default=None, repr=False, metadata={"setting": declared})
-    return result
 
 
 @dataclass(frozen=True)
@@ -336,37 +293,15 @@ SECTIONS: dict[str, type] = {
 }
 
 
-@dataclass(frozen=True)
-class Key:
-    """One INI key as declared: section, key, the field it fills, its default and doc.
-
-    ``default`` is ``dataclasses.MISSING`` for keys without a default of
-    their own (a password's file, one hook of the hooks mapping).
-    """
-
-    section: str
-    key: str
-    field_name: str
-    default: Any
-    setting: Setting
-
-
 def declared_keys(section: str | None = None) -> Iterator[Key]:
-    """Yield every declared key (of ``section`` only, if given), in declaration order."""
+    """Yield every declared key (of ``section`` only, if given), in declaration order.
+
+    Takes an optional section name; returns an iterator of :class:`Key`
+    (none for an unknown section); raises nothing.
+    """
     for name, cls in SECTIONS.items():
-        if section is not None and name != section:
-            continue
-        for item in dataclasses.fields(cls):
-            if "setting" not in item.metadata:  # filled by the reader, not an INI key
-                continue
-            declared: Setting = item.metadata["setting"]
-            if declared.each_of:
-                for key in declared.each_of:
-                    yield Key(name, key, item.name, dataclasses.MISSING, declared)
-                continue
-            yield Key(name, declared.key or item.name, item.name, item.default, declared)
-            if declared.file_key:
-                yield Key(name, declared.file_key, item.name, dataclasses.MISSING, declared)
+        if section is None or name == section:
+            yield from keys_of(name, cls)
 
 
 def known_keys() -> dict[str, tuple[str, ...]]:

@@ -148,12 +148,16 @@ def save_record(path: Path, record: AccountRecord) -> bool:
 
 
 def read_record_quietly(config: Config, uid: str) -> AccountRecord | None:
-    """The record of ``uid`` for ``show``; None when there is none or it is unusable."""
+    """The record of ``uid`` for ``show``; None when there is none or it is unusable.
+
+    Takes the configuration and the uid; an unusable record is logged
+    (naming the uid and the file), never raised.
+    """
     path = record_path(config, uid)
     if not path.exists():
         return None
     try:
         return load_record(path, uid, None)
     except RecordError as error:
-        log.warning("%s", error)
+        log.warning("uid %s: %s", uid, error)
         return None

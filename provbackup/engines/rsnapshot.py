@@ -23,6 +23,7 @@ from provbackup.model import Account, Verb
 from provbackup.paths import AccountPaths
 from provbackup.plan import AccountPlan
 from provbackup.work.backuptime import fix_backup_time
+from provbackup.work.btrfs_ioctl import is_btrfs, is_subvolume_root
 from provbackup.work.commands import run_command, tail
 from provbackup.work.remove import Budget
 from provbackup.work.rsnapshot import resolve_command
@@ -144,6 +145,13 @@ class RsnapshotEngine:
         fails or is not installed.
         """
         interval, home = task.interval, task.home
+        status = lstat_entry(home, "incoming")
+        if status is not None and is_subvolume_root(status) and is_btrfs(home.fd):
+            raise WorkError(
+                f"{task.paths.incoming}: moved to the btrfs engine's layout (migrate-engine); "
+                "not snapshotted with rsnapshot: set [backup] engine = btrfs",
+                return_value=RETURN_RSNAPSHOT,
+            )
         conf, steps = migrate_layout(task.account, home, task.conf, task.paths)
         steps += prune(task.account, home, conf, Budget(task.config.delete.time_budget))
         # A higher interval takes the last snapshot of the one before it in the file.

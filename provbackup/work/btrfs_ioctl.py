@@ -38,6 +38,7 @@ _INO_LOOKUP = _ioc(_READ | _WRITE, 18, 4096)
 _SNAP_CREATE_V2 = _ioc(_WRITE, 23, _VOL_ARGS_V2)
 _SUBVOL_CREATE_V2 = _ioc(_WRITE, 24, _VOL_ARGS_V2)
 _SUBVOL_GETFLAGS = _ioc(_READ, 25, 8)
+_SUBVOL_SETFLAGS = _ioc(_WRITE, 26, 8)
 _FS_INFO = _ioc(_READ, 31, 1024)
 _QGROUP_ASSIGN = _ioc(_WRITE, 41, 24)
 _QGROUP_CREATE = _ioc(_WRITE, 42, 16)
@@ -98,6 +99,18 @@ def is_read_only(fd: int) -> bool:
     buffer = bytearray(8)
     fcntl.ioctl(fd, _SUBVOL_GETFLAGS, buffer)
     return bool(struct.unpack("Q", buffer)[0] & _FLAG_READ_ONLY)
+
+
+def set_read_only(fd: int) -> None:
+    """Make the subvolume of the open ``fd`` read-only (its root's owner may undo it: root's).
+
+    For a subvolume built in place (the engine migration); a snapshot is made
+    read-only by creation instead (a full qgroup refuses the flag: EDQUOT).
+    """
+    buffer = bytearray(8)
+    fcntl.ioctl(fd, _SUBVOL_GETFLAGS, buffer)
+    flags = struct.unpack("Q", buffer)[0] | _FLAG_READ_ONLY
+    fcntl.ioctl(fd, _SUBVOL_SETFLAGS, struct.pack("Q", flags))
 
 
 def _vol_args(name: str, *, fd: int = 0, flags: int = 0) -> bytearray:

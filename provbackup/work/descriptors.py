@@ -12,8 +12,8 @@ import errno
 import os
 import stat
 from pathlib import Path
-from types import TracebackType
 
+from provbackup.closing import Closing
 from provbackup.errors import UnsafePathError, WorkError
 
 OPEN_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -21,7 +21,7 @@ OPEN_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEX
 OPEN_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
-class OpenDirectory:
+class OpenDirectory(Closing):
     """An open directory descriptor and the path it was reached by (for messages)."""
 
     def __init__(self, fd: int, path: Path) -> None:
@@ -33,17 +33,6 @@ class OpenDirectory:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-
-    def __enter__(self) -> OpenDirectory:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def describe_kind(mode: int) -> str:

@@ -19,8 +19,8 @@ import shutil
 import tempfile
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
-from types import TracebackType
 
+from provbackup.closing import Closing
 from provbackup.config import RsnapshotConfig
 from provbackup.errors import RETURN_RSNAPSHOT, WorkError
 from provbackup.plan import AccountPlan, RsnapshotFields, RsnapshotShape, render_rsnapshot_conf
@@ -75,7 +75,7 @@ def configtest_file(path: Path, rsnapshot: RsnapshotConfig) -> str:
     return _configtest(argv, path)
 
 
-class ConfigTester:
+class ConfigTester(Closing):
     """Configtests account configurations for one run, each shape once.
 
     Takes ``[rsnapshot]`` and ``strict`` (configtest every account's own
@@ -92,17 +92,6 @@ class ConfigTester:
         self._results: dict[str, str | None] = {}
         self._shape_texts: dict[RsnapshotShape, str] = {}
         self._temporary: tempfile.TemporaryDirectory[str] | None = None
-
-    def __enter__(self) -> ConfigTester:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         """Remove the temporary directory of the canonical accounts."""

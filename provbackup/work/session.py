@@ -12,6 +12,7 @@ import logging
 from datetime import datetime
 from pathlib import Path
 
+from provbackup.closing import Closing
 from provbackup.config import Config
 from provbackup.errors import EntryError
 from provbackup.plan import AccountPlan
@@ -59,7 +60,7 @@ def warn_unprotected_hardlinks() -> bool:
     return enabled
 
 
-class WorkSession:
+class WorkSession(Closing):
     """The work of one ``process`` run: one :class:`ConfigTester` shared by every entry.
 
     Takes the configuration and ``strict`` (configtest each account's own
@@ -72,12 +73,6 @@ class WorkSession:
         # One budget for every tree this run removes: deletes and the purge.
         self.budget = Budget(config.delete.time_budget)
         warn_unprotected_hardlinks()
-
-    def __enter__(self) -> WorkSession:
-        return self
-
-    def __exit__(self, *exception: object) -> None:
-        self.close()
 
     def apply(self, plan: AccountPlan, now: datetime) -> list[str]:
         """Apply ``plan`` at ``now`` (aware); see :func:`apply_plan`."""

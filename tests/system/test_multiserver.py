@@ -40,11 +40,16 @@ def entry_exists(server: Slapd, dn: str) -> bool:
     return bool(read_entry(server, dn))
 
 
-def wait_for(condition, what: str, timeout: float = 30.0) -> None:
+def wait_for(condition, what: str, timeout: float = 30.0, details=lambda: "") -> None:
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what} {details()}"
         time.sleep(0.1)
+
+
+def _by_mode(server: Slapd, uids: list[str]) -> dict[str, int]:
+    """How many of ``uids`` ``server`` shows in each of add, adding, added."""
+    return {mode: count_requests(server, uids, mode) for mode in ("add", "adding", "added")}
 
 
 def count_requests(server: Slapd, uids: list[str], mode: str = "add") -> int:
@@ -200,11 +205,10 @@ def test_a_claim_provider_killed_mid_run_loses_nothing_and_doubles_nothing(
     wait_for(
         # Every mode, not only "added": a claim (adding) P1 took just before the kill
         # reaches P2 only now, and a reset reads the host's own provider.
-        lambda: all(
-            count_requests(first, uids, mode) == count_requests(second, uids, mode)
-            for mode in ("add", "adding", "added")
-        ),
+        lambda: _by_mode(first, uids) == _by_mode(second, uids),
         "the providers to agree",
+        timeout=120,  # a loaded machine: both replay what the other took meanwhile
+        details=lambda: f"P1 {_by_mode(first, uids)}, P2 {_by_mode(second, uids)}",
     )
     # The claims that got through show as interrupted: reset each where it is held,
     # then run both again.

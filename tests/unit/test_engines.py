@@ -94,3 +94,14 @@ def test_a_plan_can_be_built_for_another_engine_than_the_configured_one() -> Non
 
     assert plan.engine.name == "rsnapshot"
     assert plan.quota_argv == ("setquota", "0")  # a delete releases the quota
+
+
+def test_layout_warning_only_while_both_layouts_or_the_other_engine_remain() -> None:
+    from provbackup.engines.migration_check import layout_warnings
+
+    assert layout_warnings({"rsnapshot": 3}, "rsnapshot") == []
+    assert layout_warnings({"btrfs": 3}, "btrfs") == []
+    (both,) = layout_warnings({"rsnapshot": 2, "btrfs": 1}, "rsnapshot")
+    assert "both engines' layouts" in both and "2 rsnapshot" in both and "1 btrfs" in both
+    (moved,) = layout_warnings({"btrfs": 4}, "rsnapshot")
+    assert moved.startswith("4 accounts in the btrfs engine's layout")
