@@ -303,14 +303,16 @@ def test_sigkill_at_20_random_points_then_reset_converges_on_the_clean_tree(
             request(ldap_server, dn, mode, **changes)
 
     baseline = tmp_path / "baseline"
-    shutil.copytree(root, baseline, symlinks=True)
+    # cp -a, not copytree: the owners are kept, so the restored trees are the
+    # customers' as a real server's are (copytree made them all root's).
+    subprocess.run(["cp", "-a", "--", str(root), str(baseline)], check=True)
     put_requests()
     clean = run(setup, "process")
     assert clean.code == 0, clean.err
     reference = fingerprint(root)
 
     shutil.rmtree(root)
-    shutil.copytree(baseline, root, symlinks=True)
+    subprocess.run(["cp", "-a", "--", str(baseline), str(root)], check=True)
     assert fingerprint(root) == fingerprint(baseline)
     put_requests()
     kills = 0
