@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from provbackup.work import btrfs_ioctl
+
 IMAGE_PREFIX = "provbackup-btrfs-"  # then the pid of the test session that made it
 QUOTA_CTL = 0xC0109428  # BTRFS_IOC_QUOTA_CTL
 ENABLE_SIMPLE_QUOTA = 4
@@ -126,8 +128,6 @@ def _run(*argv: str) -> None:
 
 def subvolume_ids(mount: Path) -> set[int]:
     """The ids of every subvolume below the filesystem's top (5), walked with a list."""
-    from provbackup.work import btrfs_ioctl
-
     fd = os.open(mount, os.O_RDONLY | os.O_DIRECTORY)
     try:
         found, queue = set(), [5]
@@ -136,5 +136,19 @@ def subvolume_ids(mount: Path) -> set[int]:
                 found.add(child.subvolume)
                 queue.append(child.subvolume)
         return found
+    finally:
+        os.close(fd)
+
+
+def is_subvolume(path: Path) -> bool:
+    """Whether ``path`` (not followed) is the root of a btrfs subvolume."""
+    return path.lstat().st_ino == btrfs_ioctl.SUBVOLUME_ROOT_INODE
+
+
+def read_only(path: Path) -> bool:
+    """Whether the subvolume at ``path`` carries btrfs's read-only flag."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return btrfs_ioctl.is_read_only(fd)
     finally:
         os.close(fd)

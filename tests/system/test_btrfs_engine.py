@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from btrfs_image import BtrfsImage, customer, subvolume_ids
+from btrfs_image import BtrfsImage, customer, read_only, subvolume_ids
 
 from provbackup.engines import btrfs
 from provbackup.engines.btrfs import MAX_NESTED_SUBVOLUMES
@@ -88,14 +88,6 @@ def qgroup_figure(path: Path, level: int, field: str) -> int:
         return btrfs_ioctl.read_qgroup(
             btrfs_ioctl.fsid(fd), btrfs_ioctl.qgroup_id(level, number), field
         )
-    finally:
-        os.close(fd)
-
-
-def read_only(path: Path) -> bool:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        return btrfs_ioctl.is_read_only(fd)
     finally:
         os.close(fd)
 

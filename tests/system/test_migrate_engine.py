@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from btrfs_image import BtrfsImage, customer, subvolume_ids
+from btrfs_image import BtrfsImage, customer, is_subvolume, read_only, subvolume_ids
 from support import modify_entry, read_entry, run, write_config
 
 from provbackup.work import btrfs_ioctl
@@ -63,18 +63,6 @@ def write_as_customer(uid: str, target: Path, data: bytes) -> None:
         input=data, capture_output=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-
-
-def is_subvolume(path: Path) -> bool:
-    return path.lstat().st_ino == btrfs_ioctl.SUBVOLUME_ROOT_INODE
-
-
-def read_only(path: Path) -> bool:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        return btrfs_ioctl.is_read_only(fd)
-    finally:
-        os.close(fd)
 
 
 def qgroup(path: Path, level: int, field: str) -> int:

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from btrfs_image import BtrfsImage, subvolume_ids
+from btrfs_image import BtrfsImage, is_subvolume, read_only, subvolume_ids
 
 from provbackup.engines import migration
 from provbackup.errors import WorkError
@@ -117,27 +117,15 @@ def trees(home: Path) -> dict[str, dict[str, tuple[object, ...]]]:
     }
 
 
-def subvolume(path: Path) -> bool:
-    return path.lstat().st_ino == btrfs_ioctl.SUBVOLUME_ROOT_INODE
-
-
-def read_only(path: Path) -> bool:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        return btrfs_ioctl.is_read_only(fd)
-    finally:
-        os.close(fd)
-
-
 def layout(home: Path, expected: dict[str, dict[str, tuple[object, ...]]]) -> str:
     """Say which layout the account is in, asserting that it is all of one of them."""
     assert trees(home) == expected
     snapshots = [home / ".snapshots" / name for name in SNAPSHOTS]
     assert sorted(os.listdir(home / ".snapshots")) == sorted(SNAPSHOTS)
-    if not subvolume(home / "incoming"):
-        assert not any(subvolume(path) for path in snapshots)
+    if not is_subvolume(home / "incoming"):
+        assert not any(is_subvolume(path) for path in snapshots)
         return "old"
-    assert all(subvolume(path) and read_only(path) for path in snapshots)
+    assert all(is_subvolume(path) and read_only(path) for path in snapshots)
     for path in snapshots:
         status = path.stat()
         assert (status.st_uid, status.st_gid, stat.S_IMODE(status.st_mode)) == (
