@@ -95,7 +95,7 @@ def run_command(
     env = dict(os.environ if environment is None else environment)
     env[TOKEN_VARIABLE] = token
     logger.debug("running %s: %s", what, argv)
-    with TRACKER.command(token) as register, contextlib.ExitStack() as stack:
+    with TRACKER.command(token) as start, contextlib.ExitStack() as stack:
         stdin: int | IO[bytes] = subprocess.DEVNULL
         if stdin_data is not None:
             stdin = stack.enter_context(tempfile.TemporaryFile())
@@ -103,13 +103,15 @@ def run_command(
             stdin.flush()
             stdin.seek(0)
         try:
-            process = subprocess.Popen(
-                argv,
-                stdin=stdin,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT if merge_output else subprocess.PIPE,
-                env=env,
-                start_new_session=True,
+            process = start(
+                lambda: subprocess.Popen(
+                    argv,
+                    stdin=stdin,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT if merge_output else subprocess.PIPE,
+                    env=env,
+                    start_new_session=True,
+                )
             )
         except FileNotFoundError:
             raise WorkError(
@@ -123,7 +125,6 @@ def run_command(
             raise WorkError(
                 f"{what}: cannot run {argv[0]}: {error}", return_value=return_value
             ) from None
-        register(process.pid)
         run = _Run(process, token, time.monotonic() + timeout)
         try:
             exited = run.wait_for_exit()

@@ -17,11 +17,20 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
+from typing import Protocol, TypeVar
 
 logger = logging.getLogger(__name__)
 
 TOKEN_VARIABLE = "PROVBACKUP_COMMAND_ID"
 PR_SET_CHILD_SUBREAPER = 36
+
+
+class _HasPid(Protocol):
+    @property
+    def pid(self) -> int: ...
+
+
+Started = TypeVar("Started", bound=_HasPid)
 
 
 def children(pid: int) -> list[int]:
@@ -87,20 +96,29 @@ class Tracker:
         self.libc: ctypes.CDLL | None = None
 
     @contextlib.contextmanager
-    def command(self, token: str) -> Iterator[Callable[[int], None]]:
-        """Track one command for the ``with`` block; yields ``register(pid)``."""
+    def command(self, token: str) -> Iterator[Callable[[Callable[[], Started]], Started]]:
+        """Track one command for the ``with`` block; yields ``start(launch)``.
+
+        ``start`` calls ``launch()`` (which forks the command and returns an
+        object with its ``pid``) and records the pid, both under the lock
+        that :meth:`orphans` holds: a child another thread is forking, and
+        which has not reached ``exec`` yet (its environment still ours, with
+        no token), is never taken for an orphan (see :meth:`orphans`).
+        """
         with self.lock:
             if not self.running:
                 self.baseline = set(children(os.getpid()))
                 self._subreaper(True)
             self.running[token] = 0
 
-        def register(pid: int) -> None:
+        def start(launch: Callable[[], Started]) -> Started:
             with self.lock:
-                self.running[token] = pid
+                started = launch()
+                self.running[token] = started.pid
+                return started
 
         try:
-            yield register
+            yield start
         finally:
             with self.lock:
                 del self.running[token]
@@ -117,18 +135,25 @@ class Tracker:
             logger.debug("cannot make this process a child subreaper: %s", error)
 
     def orphans(self, token: str) -> list[int]:
-        """Our children that are orphans of the command ``token`` (reparented to us)."""
+        """Our children that are orphans of the command ``token`` (reparented to us).
+
+        Everything is read under the lock that :meth:`command`'s ``start``
+        forks under: every command's process is then in ``running``, so a
+        child of ours that is none of them and was not there before was
+        reparented to us. One without a token (it cleared its environment)
+        is taken for the orphan of the only command running, never when
+        several run.
+        """
+        result = []
         with self.lock:
             commands = set(self.running.values())
             alone = len(self.running) == 1
-            baseline = set(self.baseline)
-        result = []
-        for child in children(os.getpid()):
-            if child in baseline or child in commands:
-                continue
-            owner = environment_token(child)
-            if owner == token or (owner is None and alone):
-                result.append(child)
+            for child in children(os.getpid()):
+                if child in self.baseline or child in commands:
+                    continue
+                owner = environment_token(child)
+                if owner == token or (owner is None and alone):
+                    result.append(child)
         return result
 
     def reap(self, orphans: list[int]) -> None:

@@ -9,7 +9,9 @@ with a timeout, so a hang fails the test instead of hanging the suite.
 from __future__ import annotations
 
 import os
+import select
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -124,3 +126,53 @@ def test_processes_the_command_did_not_start_are_left_alone(tmp_path):
     finally:
         ours.kill()
         ours.wait()
+
+
+def test_a_command_another_thread_is_starting_is_never_taken_for_an_orphan(monkeypatch):
+    """A race CI hit under snapshot ``--jobs 2``: a child forked but not yet exec'd.
+
+    Its environment is still ours, with no token, so it looked like the
+    reparented orphan of the only other command running, whose cleanup
+    SIGKILLed it ("rsnapshot daily was killed by signal 9: (no output)").
+    Here the second command forks, and waits 1 s before its exec, just as
+    the first looks for its orphans; forking and looking are serialized, so
+    the looking never sees it half-started.
+    """
+    from provbackup.work import descendants
+
+    tracker = descendants.Tracker()
+    listing = descendants.children
+    forked_read, forked_write = os.pipe()
+    second: list[subprocess.Popen[bytes]] = []
+
+    def start_second() -> None:
+        def before_exec() -> None:
+            os.write(forked_write, b"x")
+            time.sleep(1)
+
+        with tracker.command("second") as start:
+            process = start(lambda: subprocess.Popen(["true"], preexec_fn=before_exec))
+            second.append(process)
+            process.wait()
+
+    thread = threading.Thread(target=start_second)
+
+    def children_while_another_starts(pid: int) -> list[int]:
+        if pid == os.getpid() and not thread.is_alive() and thread.ident is None:
+            thread.start()  # the second command starts while the first is looking
+            select.select([forked_read], [], [], 2)
+        return listing(pid)
+
+    try:
+        with tracker.command("first") as start:
+            start(lambda: subprocess.Popen(["true"])).wait()
+            monkeypatch.setattr(descendants, "children", children_while_another_starts)
+            orphans = tracker.orphans("first")
+            monkeypatch.setattr(descendants, "children", listing)
+        thread.join(10)
+    finally:
+        os.close(forked_read)
+        os.close(forked_write)
+    assert thread.ident is not None and not thread.is_alive()
+    assert orphans == []
+    assert second and second[0].returncode == 0
