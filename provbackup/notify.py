@@ -42,9 +42,11 @@ class FailureReport(Protocol):
     dry_run: bool
 
     @property
-    def failed(self) -> Sequence[Any]: ...
+    def failed(self) -> Sequence[Any]:
+        """The items that failed: the failure mail lists them."""
 
-    def summary(self) -> str: ...
+    def summary(self) -> str:
+        """One line: what the run did, the mail's first line."""
 
 
 def subject_of(mail: MailConfig, failed: int, hostname: str) -> str:

@@ -20,7 +20,7 @@ from provbackup.config import BackupConfig, Config, DeleteConfig, LdapConfig, Rs
 from provbackup.model import Account, Verb
 from provbackup.paths import account_paths
 from provbackup.plan import AccountPlan, build_plan
-from sandbox import Slapd, entries_to_ldif
+from sandbox import Slapd, account_entry, entries_to_ldif, jailkit_home_directory
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 RSNAPSHOT = "/usr/bin/rsnapshot"
@@ -267,3 +267,30 @@ def hold_lock(lock_file: Path) -> subprocess.Popen[str]:
     assert holder.stdout is not None
     assert holder.stdout.readline().strip() == "held"
     return holder
+
+
+def account_dir(root: Path, uid: str) -> Path:
+    """The stoney-layout account directory of ``uid`` (ROOT/1/031/000/2000031 for 2000031).
+
+    Written out here from the layout's definition, not taken from
+    provbackup.paths: the tests check the code against it.
+    """
+    padded = uid.zfill(6)
+    return root / padded[-1] / padded[-3:] / padded[-6:-3] / uid
+
+
+def home_of(root: Path, uid: str) -> Path:
+    """The customer's home inside the jail of ``uid``'s account."""
+    return account_dir(root, uid) / "chroot" / "home" / uid
+
+
+def provision_account(server: Slapd, setup: Setup, root: Path, uid: str, **options: object) -> str:
+    """Add ``uid``'s entry (sandbox.account_entry ``options``), run a real ``process``; its DN."""
+    dn, attributes = account_entry(
+        uid, base_dn=server.accounts_dn,
+        home_directory=jailkit_home_directory(root, uid), **options,
+    )  # fmt: skip
+    server.add_entries([(dn, attributes)])
+    result = run(setup, "process")
+    assert result.code == 0, result.out + result.err
+    return dn

@@ -37,6 +37,7 @@ class UsageWriter:
         self.dns: dict[str, str] = {}
 
     def open(self) -> None:
+        """Connect to the directory; a failure is kept (usage not written), never raised."""
         from provbackup.directory import connect
 
         try:

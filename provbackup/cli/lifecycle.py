@@ -79,11 +79,14 @@ class Report(Protocol):
     error: str | None
 
     @property
-    def failed(self) -> Sequence[Any]: ...
+    def failed(self) -> Sequence[Any]:
+        """The items (entries, accounts) that failed in this run."""
 
-    def summary(self) -> str: ...
+    def summary(self) -> str:
+        """One line: what the run did (``3 done, 1 failed, ...``)."""
 
-    def to_status(self, hostname: str) -> dict[str, Any]: ...
+    def to_status(self, hostname: str) -> dict[str, Any]:
+        """The run as the status file records it, written on ``hostname``."""
 
 
 R = TypeVar("R", bound=Report)

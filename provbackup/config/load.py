@@ -72,10 +72,12 @@ class _Reader:
         self.problems: list[str] = []
 
     def problem(self, section: str, key: str | None, message: str) -> None:
+        """Record a problem naming the file, ``[section]`` and ``key`` (None: the section)."""
         where = f"[{section}]" if key is None else f"[{section}] {key}"
         self.problems.append(f"{self.source}: {where}: {message}")
 
     def raw(self, section: str, key: str) -> str | None:
+        """The stripped text of ``key`` in ``section``; None when absent or empty."""
         if not self.parser.has_option(section, key):
             return None
         value = self.parser.get(section, key).strip()
@@ -95,6 +97,7 @@ class _Reader:
             return default
 
     def check_names(self) -> None:
+        """Record every unknown section and key, with a close known name when there is one."""
         known = known_keys()
         for section in self.parser.sections():
             if section not in known:
@@ -105,6 +108,7 @@ class _Reader:
                     self.problem(section, key, "unknown key" + suggest(key, known[section]))
 
     def build(self) -> Config:
+        """Return the validated Config; raises ConfigError listing every problem found."""
         self.check_names()
         sections = {name: self.section(name) for name in SECTIONS}
         self.cross_check(sections)
@@ -139,6 +143,7 @@ class _Reader:
         return SECTIONS[name](**values)
 
     def secret(self, key: Key) -> str | None:
+        """A secret given inline, or through its ``*_file`` key (a file only its owner reads)."""
         file_key = key.setting.file_key
         assert file_key is not None
         inline = self.raw(key.section, key.key)

@@ -34,11 +34,14 @@ KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES = 60, 10, 3
 class SyncSink(Protocol):
     """What receives a sync search's messages (called from the follower's thread)."""
 
-    def entry(self, dn: str, attributes: dict[str, list[bytes]]) -> None: ...
+    def entry(self, dn: str, attributes: dict[str, list[bytes]]) -> None:
+        """An entry added or changed (or present at the refresh): its DN and attributes."""
 
-    def gone(self, count: int) -> None: ...
+    def gone(self, count: int) -> None:
+        """``count`` entries left the search's scope (deleted or no longer matching)."""
 
-    def refreshed(self) -> None: ...
+    def refreshed(self) -> None:
+        """The refresh phase is over: from now on, changes as they happen."""
 
 
 class SearchRefused(Exception):

@@ -16,7 +16,15 @@ from pathlib import Path
 
 import pytest
 from btrfs_image import BtrfsImage, customer, subvolume_ids
-from support import modify_entry, read_entry, run, write_config
+from support import (
+    account_dir,
+    home_of,
+    modify_entry,
+    provision_account,
+    read_entry,
+    run,
+    write_config,
+)
 
 from provbackup.engines.btrfs import MAX_NESTED_SUBVOLUMES
 from provbackup.work import btrfs_ioctl
@@ -26,30 +34,10 @@ from sandbox import account_entry, jailkit_home_directory
 MIB = 1 << 20
 
 
-def account_dir(root: Path, uid: str) -> Path:
-    padded = uid.zfill(6)
-    return root / padded[-1] / padded[-3:] / padded[-6:-3] / uid
-
-
-def home_of(root: Path, uid: str) -> Path:
-    return account_dir(root, uid) / "chroot" / "home" / uid
-
-
 def btrfs_setup(tmp_path: Path, server, root: Path, extra: str = ""):
     return write_config(
         tmp_path, server, f"[backup]\nroot = {root}\nengine = btrfs\n{extra}"
     )  # fmt: skip
-
-
-def provision(server, setup, root: Path, uid: str, **options) -> str:
-    dn, attributes = account_entry(
-        uid, base_dn=server.accounts_dn,
-        home_directory=jailkit_home_directory(root, uid), **options,
-    )  # fmt: skip
-    server.add_entries([(dn, attributes)])
-    result = run(setup, "process")
-    assert result.code == 0, result.out + result.err
-    return dn
 
 
 def ids(uid: str) -> tuple[int, int]:
@@ -86,7 +74,7 @@ def test_add_snapshot_modify_and_delete_an_account(
     before = subvolume_ids(btrfs_image.mount)
     setup = btrfs_setup(tmp_path, ldap_server, btrfs_root)
     uid = "1000101"
-    dn = provision(
+    dn = provision_account(
         ldap_server, setup, btrfs_root, uid, quota=24 * MIB, intervals={"daily": 2, "weekly": 1}
     )
     home = home_of(btrfs_root, uid)
@@ -149,7 +137,7 @@ def test_quarantined_btrfs_account_is_purged_with_its_subvolumes(
     before = subvolume_ids(btrfs_image.mount)
     setup = btrfs_setup(tmp_path, ldap_server, btrfs_root, "[delete]\nquarantine_days = 7\n")
     uid = "1000102"
-    dn = provision(ldap_server, setup, btrfs_root, uid)
+    dn = provision_account(ldap_server, setup, btrfs_root, uid)
     write_as_customer(uid, home_of(btrfs_root, uid) / "incoming" / "h" / "f", b"x")
     assert run(setup, "snapshot", "daily").code == 0
     modify_entry(ldap_server, dn, {"sstProvisioningMode": ["delete"],
@@ -208,7 +196,7 @@ def test_a_full_account_can_still_be_deactivated_and_its_quota_changed(
 ) -> None:
     setup = btrfs_setup(tmp_path, ldap_server, btrfs_root)
     uid = "1000105"
-    dn = provision(ldap_server, setup, btrfs_root, uid, quota=8 * MIB)
+    dn = provision_account(ldap_server, setup, btrfs_root, uid, quota=8 * MIB)
     incoming = home_of(btrfs_root, uid) / "incoming"
     assert write_as_customer(uid, incoming / "h" / "fill", os.urandom(12 * MIB)).returncode != 0
     modify_entry(ldap_server, dn, {"sstIsActive": ["FALSE"], "sstQuota": [str(6 * MIB)],
@@ -227,7 +215,7 @@ def test_rsnapshot_engine_on_btrfs_deletes_as_before(
     before = subvolume_ids(btrfs_image.mount)
     setup = write_config(tmp_path, ldap_server, f"[backup]\nroot = {btrfs_root}\n")
     uid = "1000106"
-    dn = provision(ldap_server, setup, btrfs_root, uid)
+    dn = provision_account(ldap_server, setup, btrfs_root, uid)
     incoming = home_of(btrfs_root, uid) / "incoming"
     assert incoming.stat().st_ino != btrfs_ioctl.SUBVOLUME_ROOT_INODE  # a plain directory
     (incoming / "h").mkdir()
@@ -247,7 +235,7 @@ def test_check_warns_when_a_customer_made_the_qgroup_figures_inconsistent(
 ) -> None:
     setup = btrfs_setup(tmp_path, ldap_server, btrfs_root)
     uid = "1000107"
-    provision(ldap_server, setup, btrfs_root, uid)
+    provision_account(ldap_server, setup, btrfs_root, uid)
     assert "qgroup figures inconsistent" not in run(setup, "check").out
     incoming = home_of(btrfs_root, uid) / "incoming"
     write_as_customer(uid, incoming / "h" / "f", os.urandom(MIB))
@@ -272,8 +260,8 @@ def test_customer_made_subvolumes_past_the_limit_fail_their_account_with_the_rea
 ) -> None:
     setup = btrfs_setup(tmp_path, ldap_server, btrfs_root)
     uid, other = "1000108", "1000109"
-    provision(ldap_server, setup, btrfs_root, uid)
-    provision(ldap_server, setup, btrfs_root, other)
+    provision_account(ldap_server, setup, btrfs_root, uid)
+    provision_account(ldap_server, setup, btrfs_root, other)
     incoming = home_of(btrfs_root, uid) / "incoming"
     write_as_customer(uid, incoming / "h" / "f", b"x")
     assert run(setup, "snapshot", "daily").code == 0

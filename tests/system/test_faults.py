@@ -29,6 +29,7 @@ import pytest
 from support import (
     REPOSITORY,
     Setup,
+    account_dir,
     fingerprint,
     modify_entry,
     read_entry,
@@ -46,12 +47,6 @@ DONE_MODES = {"add": "added", "modify": "modified", "delete": "deleted"}
 
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-def account_dir(root: Path, uid: str) -> Path:
-    """The stoney-layout account directory of ``uid``."""
-    padded = uid.zfill(6)
-    return root / padded[-1] / padded[-3:] / padded[-6:-3] / uid
 
 
 def add_entries(server: Slapd, uids: list[str], **options) -> list[str]:

@@ -10,14 +10,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-from support import REPOSITORY, modify_entry, read_entry, run, run_process, write_config
+from support import (
+    REPOSITORY,
+    account_dir,
+    modify_entry,
+    read_entry,
+    run,
+    run_process,
+    write_config,
+)
 
 from sandbox import account_entry
-
-
-def account_dir(root: Path, uid: str) -> Path:
-    padded = uid.zfill(6)
-    return root / padded[-1] / padded[-3:] / padded[-6:-3] / uid
 
 
 def add(server, uid, **options):

@@ -16,37 +16,24 @@ from pathlib import Path
 
 import pytest
 from btrfs_image import BtrfsImage, customer, is_subvolume, read_only, subvolume_ids
-from support import modify_entry, read_entry, run, write_config
+from support import (
+    account_dir,
+    home_of,
+    modify_entry,
+    provision_account,
+    read_entry,
+    run,
+    write_config,
+)
 
 from provbackup.work import btrfs_ioctl
-from sandbox import account_entry, jailkit_home_directory
 
 MIB = 1 << 20
 OLD_MTIME = 1_500_000_000  # 2017-07-14: a file's time the restore must give back
 
 
-def account_dir(root: Path, uid: str) -> Path:
-    padded = uid.zfill(6)
-    return root / padded[-1] / padded[-3:] / padded[-6:-3] / uid
-
-
-def home_of(root: Path, uid: str) -> Path:
-    return account_dir(root, uid) / "chroot" / "home" / uid
-
-
 def setup_for(tmp_path: Path, server, root: Path, engine: str):
     return write_config(tmp_path, server, f"[backup]\nroot = {root}\nengine = {engine}\n")
-
-
-def provision(server, setup, root: Path, uid: str, **options) -> str:
-    dn, attributes = account_entry(
-        uid, base_dn=server.accounts_dn,
-        home_directory=jailkit_home_directory(root, uid), **options,
-    )  # fmt: skip
-    server.add_entries([(dn, attributes)])
-    result = run(setup, "process")
-    assert result.code == 0, result.out + result.err
-    return dn
 
 
 def as_customer(uid: str, *argv: str) -> subprocess.CompletedProcess[str]:
@@ -82,7 +69,7 @@ def test_rsnapshot_account_moves_to_btrfs_keeps_snapshots_and_restores_exactly(
     before = subvolume_ids(btrfs_image.mount)
     old = setup_for(tmp_path, ldap_server, btrfs_root, "rsnapshot")
     uid = "1000301"
-    dn = provision(ldap_server, old, btrfs_root, uid, quota=48 * MIB,
+    dn = provision_account(ldap_server, old, btrfs_root, uid, quota=48 * MIB,
                    intervals={"daily": 3, "weekly": 1})  # fmt: skip
     home = home_of(btrfs_root, uid)
     incoming = home / "incoming"
@@ -205,7 +192,7 @@ def test_all_moves_every_account_and_skips_the_moved_ones(
     old = setup_for(tmp_path, ldap_server, btrfs_root, "rsnapshot")
     first, second = "1000311", "1000312"
     for uid in (first, second):
-        provision(ldap_server, old, btrfs_root, uid, quota=16 * MIB)
+        provision_account(ldap_server, old, btrfs_root, uid, quota=16 * MIB)
         write_as_customer(uid, home_of(btrfs_root, uid) / "incoming" / "h" / "f", uid.encode())
     assert run(old, "snapshot", "daily").code == 0
     assert run(old, "migrate-engine", "--uid", first).code == 0
@@ -250,7 +237,7 @@ def test_an_account_of_the_btrfs_engine_is_left_alone(
 ) -> None:
     setup = setup_for(tmp_path, ldap_server, btrfs_root, "btrfs")
     uid = "1000331"
-    provision(ldap_server, setup, btrfs_root, uid, quota=16 * MIB)
+    provision_account(ldap_server, setup, btrfs_root, uid, quota=16 * MIB)
     incoming = home_of(btrfs_root, uid) / "incoming"
     number = os.stat(incoming).st_dev
     result = run(setup, "migrate-engine", "--uid", uid)
@@ -269,7 +256,7 @@ def test_a_held_account_lock_leaves_the_account_as_it_is(
         tmp_path, ldap_server, f"[backup]\nroot = {btrfs_root}\n[snapshot]\nlock_wait = 0.5\n"
     )
     uid = "1000341"
-    provision(ldap_server, setup, btrfs_root, uid, quota=16 * MIB)
+    provision_account(ldap_server, setup, btrfs_root, uid, quota=16 * MIB)
     with account_lock(load_config(setup.config), uid, 0):
         result = run(setup, "migrate-engine", "--uid", uid)
     assert result.code == 1 and re.search(rf"^{uid}\s+busy\s", result.out, re.M), result.out
@@ -281,7 +268,7 @@ def test_an_inactive_account_stays_closed_after_the_move(
 ) -> None:
     setup = setup_for(tmp_path, ldap_server, btrfs_root, "rsnapshot")
     uid = "1000351"
-    provision(ldap_server, setup, btrfs_root, uid, quota=16 * MIB, active=False)
+    provision_account(ldap_server, setup, btrfs_root, uid, quota=16 * MIB, active=False)
     incoming = home_of(btrfs_root, uid) / "incoming"
     result = run(setup, "migrate-engine", "--all")
     assert result.code == 0 and re.search(rf"^{uid}\s+migrated\s", result.out, re.M), result.out
@@ -321,7 +308,7 @@ def test_snapshots_still_in_the_first_release_layout_are_refused(
 ) -> None:
     setup = setup_for(tmp_path, ldap_server, btrfs_root, "rsnapshot")
     uid = "1000361"
-    provision(ldap_server, setup, btrfs_root, uid, quota=16 * MIB)
+    provision_account(ldap_server, setup, btrfs_root, uid, quota=16 * MIB)
     (account_dir(btrfs_root, uid) / "snapshot-layout-pending").write_text("daily.0\n")
     result = run(setup, "migrate-engine", "--uid", uid)
     assert result.code == 1, result.out

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import REPOSITORY, Setup, modify_entry, read_entry, run, write_config
+from support import REPOSITORY, Setup, account_dir, modify_entry, read_entry, run, write_config
 
 from sandbox import Slapd, account_entry, mirror_pair
 
@@ -83,11 +83,6 @@ def start(setup: Setup, *arguments: str) -> subprocess.Popen[str]:
         [sys.executable, "-m", "provbackup", "--config", str(setup.config), "process", *arguments],
         env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-
-
-def account_dir(root: Path, uid: str) -> Path:
-    padded = uid.zfill(6)
-    return root / padded[-1] / padded[-3:] / padded[-6:-3] / uid
 
 
 def outcomes(setup: Setup) -> list[tuple[str, str]]:

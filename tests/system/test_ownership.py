@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 
 import ldap3
-from support import fingerprint, read_entry, run, write_config
+from support import account_dir, fingerprint, read_entry, run, write_config
 
 from sandbox import Slapd, account_entry
 
@@ -31,11 +31,6 @@ def add(server: Slapd, uid: str, *, dn: str | None = None, **options) -> str:
         attributes["cn"] = [dn.split("=", 1)[1]]
     server.add_entries([(entry_dn, attributes)])
     return entry_dn
-
-
-def account_dir(root: Path, uid: str) -> Path:
-    padded = uid.zfill(6)
-    return root / padded[-1] / padded[-3:] / padded[-6:-3] / uid
 
 
 def request(server: Slapd, dn: str, mode: str, **replace: list[str]) -> None:

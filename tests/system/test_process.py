@@ -12,7 +12,16 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
-from support import fingerprint, hold_lock, modify_entry, read_entry, run, run_process, write_config
+from support import (
+    account_dir,
+    fingerprint,
+    hold_lock,
+    modify_entry,
+    read_entry,
+    run,
+    run_process,
+    write_config,
+)
 
 from sandbox import account_entry, jailkit_home_directory
 
@@ -24,11 +33,6 @@ def add(server, uid, **options):
     dn, attributes = account_entry(uid, base_dn=server.accounts_dn, **options)
     server.add_entries([(dn, attributes)])
     return dn
-
-
-def account_dir(root: Path, uid: str) -> Path:
-    padded = uid.zfill(6)
-    return root / padded[-1] / padded[-3:] / padded[-6:-3] / uid
 
 
 def today(offset: int = 0) -> str:

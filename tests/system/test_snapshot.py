@@ -16,19 +16,19 @@ import sys
 import time
 from pathlib import Path
 
-from support import REPOSITORY, modify_entry, read_entry, run, run_process, write_config
+from support import (
+    REPOSITORY,
+    account_dir,
+    home_of,
+    modify_entry,
+    read_entry,
+    run,
+    run_process,
+    write_config,
+)
 
 from provbackup.lock import lock_holders
 from sandbox import account_entry, jailkit_home_directory
-
-
-def account_dir(root: Path, uid: str) -> Path:
-    padded = uid.zfill(6)
-    return root / padded[-1] / padded[-3:] / padded[-6:-3] / uid
-
-
-def home_of(root: Path, uid: str) -> Path:
-    return account_dir(root, uid) / "chroot" / "home" / uid
 
 
 def provision(server, setup, *uids: str, **options) -> dict[str, str]:
