@@ -95,7 +95,7 @@ def replication_lines(replication: Replication, suffix: str) -> tuple[list[str],
         "multiprovider on",
         "index entryCSN,entryUUID eq",
         "overlay syncprov",
-        "syncprov-checkpoint 100 1",
+        "syncprov-checkpoint 1 1",
     ]
     return global_lines, database_lines
 

@@ -246,6 +246,34 @@ def test_a_claim_provider_killed_mid_run_loses_nothing_and_doubles_nothing(
             assert entry["host"] == [roots[0].config.parent.name]
 
 
+def test_the_last_write_of_a_killed_provider_reaches_its_peer_when_it_starts_again(
+    pair: tuple[Slapd, Slapd],
+) -> None:
+    """A write P1 made just before its SIGKILL, which P2 had not received, is not lost.
+
+    back-mdb counts as always cleanly shut down, so syncprov never looks for
+    entryCSNs newer than the contextCSN it wrote last: with the stock
+    ``syncprov-checkpoint 100 1`` (this pair's setting before) P2 never got
+    the write (30 s), and the pair disagreed for good. The pair, like the
+    README's advice, writes the contextCSN after every write (``1 1``).
+    """
+    first, second = pair
+    dn, attributes = account_entry("5900001", base_dn=first.accounts_dn)
+    first.add_entries([(dn, attributes)])
+    wait_for(lambda: entry_exists(second, dn), "the add replicated")
+    second.stop()  # P2 hears nothing more from P1
+    modify_entry(first, dn, {"sstProvisioningMode": ["added"]})
+    first.kill()
+    second.start()
+    first.start()
+    wait_for(
+        lambda: read_entry(second, dn).get("sstprovisioningmode") == ["added"],
+        "P1's last write on P2",
+        details=lambda: f"P2 shows {read_entry(second, dn).get('sstprovisioningmode')}",
+    )
+    assert read_entry(first, dn)["sstprovisioningmode"] == ["added"]
+
+
 # -- two backup servers, one directory -------------------------------------------------
 
 
