@@ -62,7 +62,7 @@ def sync_lines(sync: SyncSettings, suffix: str) -> tuple[list[str], list[str]]:
             "network-timeout=3",
         ]
     database_lines += ["index entryCSN,entryUUID eq", "overlay syncprov",
-                       "syncprov-checkpoint 100 1", "syncprov-sessionlog 1000"]  # fmt: skip
+                       "syncprov-checkpoint 1 1", "syncprov-sessionlog 1000"]  # fmt: skip
     return ["moduleload syncprov"], database_lines
 
 
