@@ -258,7 +258,7 @@ def test_the_last_write_of_a_killed_provider_reaches_its_peer_when_it_starts_aga
     README's advice, writes the contextCSN after every write (``1 1``).
     """
     first, second = pair
-    dn, attributes = account_entry("5900001", base_dn=first.accounts_dn)
+    dn, attributes = account_entry("6100001", base_dn=first.accounts_dn)
     first.add_entries([(dn, attributes)])
     wait_for(lambda: entry_exists(second, dn), "the add replicated")
     second.stop()  # P2 hears nothing more from P1
