@@ -252,7 +252,7 @@ def test_the_last_write_of_a_killed_provider_reaches_its_peer_when_it_starts_aga
     """A write P1 made just before its SIGKILL, which P2 had not received, is not lost.
 
     back-mdb counts as always cleanly shut down, so syncprov never looks for
-    entryCSNs newer than the contextCSN it wrote last: with the stock
+    entryCSNs newer than the contextCSN it wrote last: with
     ``syncprov-checkpoint 100 1`` (this pair's setting before) P2 never got
     the write (30 s), and the pair disagreed for good. The pair, like the
     README's advice, writes the contextCSN after every write (``1 1``).
